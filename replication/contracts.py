@@ -1,0 +1,373 @@
+"""Contracts: the pydantic model of an entity at one major version.
+
+A contract is declared by subclassing :class:`Contract` with class keywords::
+
+    class Customer(Contract, entity="crm.customer", version=1, key="id"):
+        id: UUID
+        email: Annotated[str, Pii]
+
+Declaring it registers it in :data:`registry`. The declaration is checked at
+once: key fields must exist and be of a key type, names must be safe as SQL
+column names, and every field must have a type a mirror column can hold.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "KEY_KINDS",
+    "Contract",
+    "ContractInfo",
+    "ContractRegistry",
+    "FieldKind",
+    "FieldSpec",
+    "Pii",
+    "registry",
+]
+
+import datetime as dt
+import enum
+import re
+import types
+import typing
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, ClassVar, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    FutureDate,
+    FutureDatetime,
+    NaiveDatetime,
+    PastDate,
+    PastDatetime,
+    field_validator,
+)
+from pydantic.fields import FieldInfo
+
+from replication.errors import ContractDefinitionError, UnknownContractError
+
+FieldKind = Literal[
+    "str", "int", "float", "bool", "decimal", "datetime", "date", "uuid", "enum", "json"
+]
+KEY_KINDS: frozenset[FieldKind] = frozenset({"str", "int", "uuid"})
+
+ENTITY_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}\.[a-z][a-z0-9_]{0,30}$")
+FIELD_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,58}$")
+
+
+class _PiiMarker:
+    """Annotation marker: the field holds personal data (never logged or printed)."""
+
+    def __repr__(self) -> str:
+        return "Pii"
+
+
+Pii = _PiiMarker()
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """What a mirror needs to know about one contract field."""
+
+    name: str
+    kind: FieldKind
+    nullable: bool
+    pii: bool = False
+    max_length: int | None = None
+    precision: int | None = None
+    scale: int | None = None
+    enum_values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ContractInfo:
+    """The identity and shape of a contract class."""
+
+    entity: str
+    version: int
+    key: tuple[str, ...]
+    fields: dict[str, FieldSpec] = field(repr=False)
+    model: type[Contract] = field(repr=False)
+
+    @property
+    def owner(self) -> str:
+        """The owning service: the part of the entity name before the dot."""
+        return self.entity.split(".", 1)[0]
+
+    @property
+    def contract_id(self) -> str:
+        """The id used in the event's ``dataschema``: ``contract:<entity>/v<version>``."""
+        return f"contract:{self.entity}/v{self.version}"
+
+    @property
+    def label(self) -> str:
+        """Human form, e.g. ``crm.customer v1``."""
+        return f"{self.entity} v{self.version}"
+
+    @property
+    def key_specs(self) -> tuple[FieldSpec, ...]:
+        """The key fields' specs, in key order."""
+        return tuple(self.fields[name] for name in self.key)
+
+    @property
+    def pii_fields(self) -> frozenset[str]:
+        """Names of the fields marked :data:`Pii`."""
+        return frozenset(name for name, spec in self.fields.items() if spec.pii)
+
+
+class Contract(BaseModel):
+    """Base of every contract; subclass with ``entity=``, ``version=`` and ``key=``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    __contract__: ClassVar[ContractInfo]
+
+    def __init_subclass__(
+        cls,
+        *,
+        entity: str | None = None,
+        version: int | None = None,
+        key: str | tuple[str, ...] | None = None,
+        register: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        # Declared here so type checkers accept the class keywords; they are
+        # consumed in __pydantic_init_subclass__, once the fields exist.
+        super().__init_subclass__(**kwargs)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        entity = kwargs.get("entity")
+        version = kwargs.get("version")
+        key = kwargs.get("key")
+        if entity is None and version is None and key is None:
+            return  # an abstract intermediate base
+        cls.__contract__ = _build_info(cls, entity, version, key)
+        if kwargs.get("register", True):
+            registry.register(cls)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _reject_unportable_values(cls, value: Any) -> Any:
+        problem = _unportable(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    def key_values(self) -> tuple[Any, ...]:
+        """The values of the key fields, in key order."""
+        return tuple(getattr(self, name) for name in self.__contract__.key)
+
+
+def _unportable(value: Any) -> str | None:
+    """Why a validated value cannot be replicated faithfully, or None."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            return "naive datetime: a UTC offset is required"
+    elif isinstance(value, str):
+        if "\x00" in value:
+            return "contains a NUL character, which databases reject"
+    elif isinstance(value, BaseModel):
+        for item in value.__dict__.values():
+            problem = _unportable(item)
+            if problem:
+                return problem
+    elif isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            problem = _unportable(item)
+            if problem:
+                return problem
+    elif isinstance(value, dict):
+        for k, item in value.items():
+            problem = _unportable(k) or _unportable(item)
+            if problem:
+                return problem
+    return None
+
+
+def _build_info(cls: type[Contract], entity: Any, version: Any, key: Any) -> ContractInfo:
+    name = cls.__qualname__
+    if not isinstance(entity, str) or not ENTITY_RE.match(entity):
+        raise ContractDefinitionError(
+            f"{name}: entity must look like '<owner>.<entity>' in lower case "
+            f"(letters, digits, underscores), got {entity!r}"
+        )
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ContractDefinitionError(
+            f"{name}: version must be a positive integer, got {version!r}"
+        )
+    keys = (key,) if isinstance(key, str) else key
+    if not isinstance(keys, tuple) or not keys or not all(isinstance(k, str) for k in keys):
+        raise ContractDefinitionError(
+            f"{name}: key must name one field or a tuple of fields, got {key!r}"
+        )
+    if len(set(keys)) != len(keys):
+        raise ContractDefinitionError(f"{name}: key names a field twice: {keys!r}")
+    fields: dict[str, FieldSpec] = {}
+    for field_name, info in cls.model_fields.items():
+        if not FIELD_NAME_RE.match(field_name):
+            raise ContractDefinitionError(
+                f"{name}.{field_name}: field names must be lower case letters, digits and "
+                "underscores, start with a letter and be at most 59 characters "
+                "(they become SQL column names)"
+            )
+        fields[field_name] = _field_spec(name, field_name, info)
+    for k in keys:
+        if k not in fields:
+            raise ContractDefinitionError(
+                f"{name}: key field {k!r} is not a field (fields: {', '.join(fields)})"
+            )
+        spec = fields[k]
+        if spec.kind not in KEY_KINDS:
+            raise ContractDefinitionError(
+                f"{name}.{k}: a key field must be str, int or UUID, not {spec.kind}"
+            )
+        if spec.nullable:
+            raise ContractDefinitionError(f"{name}.{k}: a key field cannot be optional")
+        if spec.pii:
+            raise ContractDefinitionError(
+                f"{name}.{k}: a key field cannot be pii: keys appear in event subjects and logs"
+            )
+    return ContractInfo(entity=entity, version=version, key=keys, fields=fields, model=cls)
+
+
+def _field_spec(owner: str, field_name: str, info: FieldInfo) -> FieldSpec:
+    annotation = info.annotation
+    nullable = False
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        nullable = len(rest) != len(args)
+        if len(rest) != 1:
+            # A union of several types can only be stored as JSON.
+            return FieldSpec(field_name, "json", nullable, pii=_is_pii(info))
+        annotation = rest[0]
+    kind, enum_values = _kind_of(owner, field_name, annotation)
+    max_length = precision = scale = None
+    for meta in info.metadata:
+        if getattr(meta, "max_length", None) is not None:
+            max_length = meta.max_length
+        if getattr(meta, "max_digits", None) is not None:
+            precision = meta.max_digits
+        if getattr(meta, "decimal_places", None) is not None:
+            scale = meta.decimal_places
+    if kind == "enum":
+        max_length = max(len(v) for v in enum_values)
+    return FieldSpec(
+        name=field_name,
+        kind=kind,
+        nullable=nullable,
+        pii=_is_pii(info),
+        max_length=max_length if kind in ("str", "enum") else None,
+        precision=precision if kind == "decimal" else None,
+        scale=scale if kind == "decimal" else None,
+        enum_values=enum_values,
+    )
+
+
+def _is_pii(info: FieldInfo) -> bool:
+    return any(meta is Pii for meta in info.metadata)
+
+
+_SCALARS: tuple[tuple[type, FieldKind], ...] = (
+    (bool, "bool"),  # before int: bool is an int
+    (int, "int"),
+    (float, "float"),
+    (Decimal, "decimal"),
+    (dt.datetime, "datetime"),  # before date: datetime is a date
+    (dt.date, "date"),
+    (uuid.UUID, "uuid"),
+    (str, "str"),
+)
+
+
+def _kind_of(owner: str, field_name: str, annotation: Any) -> tuple[FieldKind, tuple[str, ...]]:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _kind_of(owner, field_name, typing.get_args(annotation)[0])
+    if origin in (list, tuple, set, frozenset, dict) or annotation in (list, dict):
+        return "json", ()
+    if annotation is NaiveDatetime:
+        raise ContractDefinitionError(
+            f"{owner}.{field_name}: naive datetimes are ambiguous; use AwareDatetime or datetime"
+        )
+    if annotation in (AwareDatetime, FutureDatetime, PastDatetime):
+        return "datetime", ()
+    if annotation in (FutureDate, PastDate):
+        return "date", ()
+    if isinstance(annotation, type):
+        if issubclass(annotation, enum.Enum):
+            values = tuple(member.value for member in annotation)
+            if not all(isinstance(v, str) for v in values):
+                raise ContractDefinitionError(
+                    f"{owner}.{field_name}: enum values must be strings "
+                    "(they are stored as text in mirrors)"
+                )
+            return "enum", typing.cast(tuple[str, ...], values)
+        if issubclass(annotation, BaseModel):
+            return "json", ()
+        for base, kind in _SCALARS:
+            if issubclass(annotation, base):
+                return kind, ()
+        if annotation.__module__.startswith("pydantic"):
+            return "str", ()  # EmailStr, AnyUrl and friends are text on the wire
+    raise ContractDefinitionError(
+        f"{owner}.{field_name}: type {annotation!r} cannot be mirrored; use str, int, float, "
+        "bool, Decimal, datetime, date, UUID, a str Enum, a list/dict, or a nested model"
+    )
+
+
+class ContractRegistry:
+    """Finds contracts by entity and major version."""
+
+    def __init__(self) -> None:
+        self._contracts: dict[tuple[str, int], type[Contract]] = {}
+
+    def register(self, model: type[Contract]) -> None:
+        """Add a contract class; a different class for the same entity and version is an error."""
+        info = model.__contract__
+        slot = (info.entity, info.version)
+        existing = self._contracts.get(slot)
+        if existing is not None and _origin(existing) != _origin(model):
+            raise ContractDefinitionError(
+                f"{info.label} is declared twice: by {_origin(existing)} and by {_origin(model)}"
+            )
+        self._contracts[slot] = model
+
+    def get(self, entity: str, version: int) -> ContractInfo:
+        """The contract of ``entity`` at major ``version``; raises UnknownContractError."""
+        model = self._contracts.get((entity, version))
+        if model is None:
+            raise UnknownContractError(entity, version, self.labels())
+        return model.__contract__
+
+    def find(self, entity: str, version: int) -> ContractInfo | None:
+        """Like :meth:`get`, but None when unknown."""
+        model = self._contracts.get((entity, version))
+        return None if model is None else model.__contract__
+
+    def versions(self, entity: str) -> list[int]:
+        """The registered major versions of ``entity``, ascending."""
+        return sorted(v for e, v in self._contracts if e == entity)
+
+    def labels(self) -> list[str]:
+        """Every registered contract as ``entity vN``, sorted."""
+        return [f"{e} v{v}" for e, v in sorted(self._contracts)]
+
+    def __iter__(self) -> Iterator[ContractInfo]:
+        return iter(self._contracts[slot].__contract__ for slot in sorted(self._contracts))
+
+    def __len__(self) -> int:
+        return len(self._contracts)
+
+
+def _origin(model: type) -> str:
+    return f"{model.__module__}.{model.__qualname__}"
+
+
+registry = ContractRegistry()
+"""The default registry: every contract class registers itself here when declared."""

@@ -1,0 +1,309 @@
+"""The change event and its wire format, a CloudEvents 1.0 structured JSON document.
+
+``upserted(...)`` and ``deleted(...)`` build events, :func:`encode_event` turns
+one into bytes and :func:`decode_event` turns bytes back into a validated
+event, raising :class:`~replication.errors.InvalidEventError` with a precise
+reason for anything that can never be applied.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DELETED",
+    "UPSERTED",
+    "ChangeEvent",
+    "decode_event",
+    "deleted",
+    "encode_event",
+    "upserted",
+]
+
+import datetime as dt
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from pydantic import ValidationError
+
+from replication.contracts import Contract, ContractInfo, ContractRegistry, registry
+from replication.errors import InvalidEventError, UnknownContractError
+from replication.keys import decode_subject, encode_subject
+
+UPSERTED: Final = "upserted"
+DELETED: Final = "deleted"
+Op = Literal["upserted", "deleted"]
+
+SPECVERSION = "1.0"
+CONTENT_TYPE = "application/json"
+REQUIRED_ATTRIBUTES = (
+    "specversion",
+    "id",
+    "source",
+    "type",
+    "subject",
+    "time",
+    "dataschema",
+    "datacontenttype",
+    "entityversion",
+    "data",
+)
+_KNOWN = frozenset(REQUIRED_ATTRIBUTES)
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class ChangeEvent:
+    """One change of one entity key: its full state at ``version``, or its deletion."""
+
+    id: uuid.UUID
+    contract: ContractInfo
+    op: Op
+    key: tuple[Any, ...]
+    version: int
+    time: dt.datetime
+    data: Contract | None
+
+    def __repr__(self) -> str:
+        # Never show data: it may hold pii.
+        return (
+            f"ChangeEvent({self.type} subject={self.subject!r} version={self.version} id={self.id})"
+        )
+
+    @property
+    def entity(self) -> str:
+        """The entity name, e.g. ``crm.customer``."""
+        return self.contract.entity
+
+    @property
+    def source(self) -> str:
+        """The owning service."""
+        return self.contract.owner
+
+    @property
+    def subject(self) -> str:
+        """The key as the event's ``subject`` string."""
+        return encode_subject(self.key)
+
+    @property
+    def type(self) -> str:
+        """The CloudEvents ``type``, e.g. ``crm.customer.upserted``."""
+        return f"{self.contract.entity}.{self.op}"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _check_version(version: int) -> None:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"entity version must be a positive integer, got {version!r}")
+
+
+def upserted(
+    state: Contract,
+    version: int,
+    *,
+    time: dt.datetime | None = None,
+    event_id: uuid.UUID | None = None,
+) -> ChangeEvent:
+    """The event saying that ``state`` is the full current state of its key at ``version``."""
+    _check_version(version)
+    when = time or _now()
+    if when.tzinfo is None:
+        raise ValueError("event time must be timezone-aware")
+    return ChangeEvent(
+        id=event_id or uuid.uuid4(),
+        contract=state.__contract__,
+        op=UPSERTED,
+        key=state.key_values(),
+        version=version,
+        time=when,
+        data=state,
+    )
+
+
+def deleted(
+    contract: type[Contract] | ContractInfo,
+    key: Any,
+    version: int,
+    *,
+    time: dt.datetime | None = None,
+    event_id: uuid.UUID | None = None,
+) -> ChangeEvent:
+    """The event saying that ``key`` was deleted at ``version``."""
+    _check_version(version)
+    info = contract if isinstance(contract, ContractInfo) else contract.__contract__
+    parts = key if isinstance(key, tuple) else (key,)
+    typed = decode_subject(info, encode_subject(parts))
+    when = time or _now()
+    if when.tzinfo is None:
+        raise ValueError("event time must be timezone-aware")
+    return ChangeEvent(
+        id=event_id or uuid.uuid4(),
+        contract=info,
+        op=DELETED,
+        key=typed,
+        version=version,
+        time=when,
+        data=None,
+    )
+
+
+def _rfc3339(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def to_document(event: ChangeEvent) -> dict[str, Any]:
+    """The event as a CloudEvents structured-mode JSON object (before serialisation)."""
+    return {
+        "specversion": SPECVERSION,
+        "id": str(event.id),
+        "source": event.source,
+        "type": event.type,
+        "subject": event.subject,
+        "time": _rfc3339(event.time),
+        "dataschema": event.contract.contract_id,
+        "datacontenttype": CONTENT_TYPE,
+        "entityversion": event.version,
+        "data": None if event.data is None else event.data.model_dump(mode="json"),
+    }
+
+
+def encode_event(event: ChangeEvent) -> bytes:
+    """The event's wire form: compact UTF-8 JSON."""
+    return json.dumps(to_document(event), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode_event(raw: bytes | str, contracts: ContractRegistry = registry) -> ChangeEvent:
+    """Parse and validate a wire event; raises InvalidEventError naming what is wrong."""
+    try:
+        document = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidEventError(f"not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise InvalidEventError(
+            f"a change event must be a JSON object, got {type(document).__name__}"
+        )
+    return _decode_document(document, contracts)
+
+
+def _decode_document(doc: dict[str, Any], contracts: ContractRegistry) -> ChangeEvent:
+    event_id = doc.get("id") if isinstance(doc.get("id"), str) else None
+
+    def fail(reason: str) -> InvalidEventError:
+        return InvalidEventError(reason, event_id=event_id)
+
+    missing = [name for name in REQUIRED_ATTRIBUTES if name not in doc]
+    if missing:
+        raise fail(f"missing attribute(s): {', '.join(missing)}")
+    unknown = sorted(set(doc) - _KNOWN)
+    if unknown:
+        raise fail(f"unknown attribute(s): {', '.join(unknown)}")
+    if doc["specversion"] != SPECVERSION:
+        raise fail(f"specversion must be {SPECVERSION!r}, got {doc['specversion']!r}")
+    for name in ("id", "source", "type", "subject", "time", "dataschema", "datacontenttype"):
+        if not isinstance(doc[name], str) or not doc[name]:
+            raise fail(f"attribute {name} must be a non-empty string, got {doc[name]!r}")
+    try:
+        parsed_id = uuid.UUID(doc["id"])
+    except ValueError:
+        raise fail(f"id must be a UUID, got {doc['id']!r}") from None
+    if doc["datacontenttype"] != CONTENT_TYPE:
+        raise fail(f"datacontenttype must be {CONTENT_TYPE!r}, got {doc['datacontenttype']!r}")
+    info = _contract_of(doc, contracts, fail)
+    op = _op_of(doc, info, fail)
+    version = doc["entityversion"]
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise fail(f"entityversion must be an integer, got {version!r}")
+    if version < 1:
+        raise fail(f"entityversion must be positive, got {version}")
+    time = _time_of(doc["time"], fail)
+    data = doc["data"]
+    if op == DELETED:
+        if data is not None:
+            raise fail("data must be null on a deleted event")
+        try:
+            key = decode_subject(info, doc["subject"])
+        except ValueError as exc:
+            raise fail(f"subject: {exc}") from None
+        _check_key_lengths(info, key, fail)
+        return ChangeEvent(parsed_id, info, op, key, version, time, None)
+    if not isinstance(data, dict):
+        raise fail(f"data of an upserted event must be a JSON object, got {_json_type(data)}")
+    try:
+        state = info.model.model_validate(data)
+    except ValidationError as exc:
+        raise fail(f"data violates {info.label}: {describe_validation_error(exc)}") from None
+    key = state.key_values()
+    expected = encode_subject(key)
+    if doc["subject"] != expected:
+        raise fail(f"subject {doc['subject']!r} does not match the key in data ({expected!r})")
+    _check_key_lengths(info, key, fail)
+    return ChangeEvent(parsed_id, info, op, key, version, time, state)
+
+
+def _contract_of(doc: dict[str, Any], contracts: ContractRegistry, fail: Any) -> ContractInfo:
+    schema: str = doc["dataschema"]
+    prefix = "contract:"
+    entity, sep, major = schema.removeprefix(prefix).rpartition("/v")
+    if not schema.startswith(prefix) or not sep or not major.isdigit():
+        raise fail(
+            f"dataschema must look like 'contract:<owner>.<entity>/v<major>', got {schema!r}"
+        )
+    try:
+        info = contracts.get(entity, int(major))
+    except UnknownContractError as exc:
+        raise fail(str(exc)) from None
+    if doc["source"] != info.owner:
+        raise fail(
+            f"source {doc['source']!r} is not the owner of {info.entity} (owner: {info.owner!r})"
+        )
+    return info
+
+
+def _op_of(doc: dict[str, Any], info: ContractInfo, fail: Any) -> Op:
+    kind: str = doc["type"]
+    for op in (UPSERTED, DELETED):
+        if kind == f"{info.entity}.{op}":
+            return op
+    raise fail(
+        f"type must be '{info.entity}.upserted' or '{info.entity}.deleted' "
+        f"for dataschema {info.contract_id}, got {kind!r}"
+    )
+
+
+def _time_of(value: str, fail: Any) -> dt.datetime:
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise fail(f"time must be an RFC 3339 timestamp, got {value!r}") from None
+    if when.tzinfo is None:
+        raise fail(f"time {value!r} has no UTC offset (naive datetimes are ambiguous)")
+    return when
+
+
+def _check_key_lengths(info: ContractInfo, key: tuple[Any, ...], fail: Any) -> None:
+    for spec, value in zip(info.key_specs, key, strict=True):
+        limit = spec.max_length or KEY_TEXT_LENGTH
+        if isinstance(value, str) and len(value) > limit:
+            raise fail(f"key field {spec.name} is longer than {limit} characters")
+
+
+KEY_TEXT_LENGTH = 255
+"""Column length of a text key field that declares no ``max_length``."""
+
+
+def _json_type(value: Any) -> str:
+    return {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """A pydantic error as ``field: problem`` items, without echoing input values."""
+    items = []
+    for error in exc.errors(include_url=False, include_input=False):
+        where = ".".join(str(part) for part in error["loc"]) or "(root)"
+        message = error["msg"].removeprefix("Value error, ")
+        items.append(f"{where}: {message}")
+    return "; ".join(items)

@@ -1,0 +1,67 @@
+"""Entity keys and their string form, the change event's ``subject``.
+
+A single-field key is written as its canonical text (a UUID in its lower-case
+hyphenated form, an integer in decimal, a string as itself). A composite key
+writes each part that way, percent-encodes it (RFC 3986, nothing kept) and
+joins the parts with ``/``, so parts may contain any character and the
+encoding is stable and reversible.
+"""
+
+from __future__ import annotations
+
+__all__ = ["decode_subject", "encode_subject", "key_text"]
+
+import uuid
+from typing import Any
+from urllib.parse import quote, unquote
+
+from replication.contracts import ContractInfo
+
+
+def key_text(value: Any) -> str:
+    """The canonical text of one key value."""
+    if isinstance(value, bool):
+        raise TypeError("a key value cannot be a bool")
+    if isinstance(value, uuid.UUID | int | str):
+        return str(value)
+    raise TypeError(f"a key value must be str, int or UUID, not {type(value).__name__}")
+
+
+def encode_subject(key: tuple[Any, ...]) -> str:
+    """The ``subject`` of a change event for this key (one value per key field)."""
+    if len(key) == 1:
+        return key_text(key[0])
+    return "/".join(quote(key_text(part), safe="") for part in key)
+
+
+def decode_subject(info: ContractInfo, subject: str) -> tuple[Any, ...]:
+    """The typed key that ``subject`` encodes for this contract; ValueError if it cannot."""
+    specs = info.key_specs
+    parts = [subject] if len(specs) == 1 else [unquote(p) for p in subject.split("/")]
+    if len(parts) != len(specs):
+        raise ValueError(
+            f"subject {subject!r} has {len(parts)} part(s), "
+            f"the key of {info.label} has {len(specs)} ({', '.join(info.key)})"
+        )
+    values: list[Any] = []
+    for spec, part in zip(specs, parts, strict=True):
+        try:
+            if spec.kind == "uuid":
+                value: Any = uuid.UUID(part)
+            elif spec.kind == "int":
+                if not part.lstrip("-").isdigit():
+                    raise ValueError(part)
+                value = int(part)
+            else:
+                value = part
+        except ValueError:
+            raise ValueError(
+                f"subject part {part!r} is not a valid {spec.kind} for key field {spec.name}"
+            ) from None
+        if key_text(value) != part:
+            raise ValueError(
+                f"subject part {part!r} is not in canonical form for key field {spec.name} "
+                f"(expected {key_text(value)!r})"
+            )
+        values.append(value)
+    return tuple(values)

@@ -1,0 +1,330 @@
+"""Service manifests: what a service owns (and publishes) and what it mirrors.
+
+One YAML file per service, for example ``examples/orders/replication.yaml``::
+
+    service: orders
+    database:
+      url_env: ORDERS_DATABASE_URL
+    mirrors:
+      - entity: crm.customer
+        version: 1
+        table: customer_mirror
+        fields: [id, name, tier]
+
+Loading checks the file against the registered contracts and reports every
+problem at once, each with the file, the line and the path in the document.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "IDENTIFIER_RE",
+    "Manifest",
+    "MirrorDeclaration",
+    "OwnedEntity",
+    "load_manifest",
+    "load_manifests",
+]
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from replication.contracts import ContractInfo, ContractRegistry, registry
+from replication.errors import ManifestError, ManifestIssue
+
+IDENTIFIER_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+SERVICE_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+ENV_NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,127}$")
+MANIFEST_NAME = "replication.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Database(_Strict):
+    url_env: str = Field(description="name of the environment variable holding the URL")
+
+
+class OwnedEntity(_Strict):
+    """An entity the service owns and publishes."""
+
+    entity: str
+    version: int = Field(ge=1)
+    fifo: bool = False
+
+
+class _Mirrored(_Strict):
+    entity: str
+    version: int = Field(ge=1)
+    table: str
+    fields: list[str] = Field(min_length=1)
+
+
+class _Document(_Strict):
+    service: str
+    database: _Database
+    owns: list[OwnedEntity] = Field(default_factory=list)
+    mirrors: list[_Mirrored] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class MirrorDeclaration:
+    """A consumer's read copy of an entity: which contract, which fields, which table."""
+
+    service: str
+    contract: ContractInfo
+    table: str
+    fields: tuple[str, ...]
+    """Mirrored fields in contract order; always includes the key fields."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated service manifest."""
+
+    path: Path
+    service: str
+    database_url_env: str
+    owns: tuple[OwnedEntity, ...]
+    mirrors: tuple[MirrorDeclaration, ...]
+
+    def mirror(self, entity: str) -> MirrorDeclaration:
+        """The declaration mirroring ``entity``; KeyError when the service does not mirror it."""
+        for declaration in self.mirrors:
+            if declaration.contract.entity == entity:
+                return declaration
+        raise KeyError(f"service {self.service} does not mirror {entity}")
+
+
+def load_manifests(paths: list[Path], contracts: ContractRegistry = registry) -> list[Manifest]:
+    """Load several manifests (files, or folders searched for replication.yaml)."""
+    files: list[Path] = []
+    for path in paths:
+        files.extend(sorted(path.rglob(MANIFEST_NAME)) if path.is_dir() else [path])
+    issues: list[ManifestIssue] = []
+    manifests: list[Manifest] = []
+    for file in files:
+        try:
+            manifests.append(load_manifest(file, contracts))
+        except ManifestError as exc:
+            issues.extend(exc.issues)
+    seen: dict[str, Path] = {}
+    for manifest in manifests:
+        if manifest.service in seen:
+            issues.append(
+                ManifestIssue(
+                    str(manifest.path),
+                    "service",
+                    None,
+                    f"service {manifest.service!r} is also declared in {seen[manifest.service]}",
+                )
+            )
+        seen.setdefault(manifest.service, manifest.path)
+    if issues:
+        raise ManifestError(issues)
+    return manifests
+
+
+def load_manifest(path: Path, contracts: ContractRegistry = registry) -> Manifest:
+    """Read and validate one manifest file; raises ManifestError listing every problem."""
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError([ManifestIssue(name, "", None, f"cannot read: {exc}")]) from None
+    lines, issues = _line_index(name, text)
+    if issues:
+        raise ManifestError(issues)
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        problem = "empty file" if data is None else "the document must be a mapping"
+        raise ManifestError([ManifestIssue(name, "", 1, problem)])
+    try:
+        document = _Document.model_validate(data)
+    except ValidationError as exc:
+        raise ManifestError(
+            [_issue(name, lines, tuple(e["loc"]), _message(e)) for e in exc.errors()]
+        ) from None
+    return _resolve(name, path, lines, document, contracts)
+
+
+def _message(error: Any) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    if error["type"] == "missing":
+        return "required key is missing"
+    return str(error["msg"])
+
+
+def _resolve(
+    name: str,
+    path: Path,
+    lines: dict[tuple[Any, ...], int],
+    document: _Document,
+    contracts: ContractRegistry,
+) -> Manifest:
+    issues: list[ManifestIssue] = []
+
+    def report(loc: tuple[Any, ...], problem: str) -> None:
+        issues.append(_issue(name, lines, loc, problem))
+
+    service = document.service
+    if not SERVICE_RE.match(service):
+        report(
+            ("service",),
+            f"service name {service!r} must be lower case letters, digits and underscores, "
+            "starting with a letter, at most 31 characters",
+        )
+    url_env = document.database.url_env
+    if not ENV_NAME_RE.match(url_env):
+        report(
+            ("database", "url_env"),
+            "url_env must name an environment variable (upper case, e.g. ORDERS_DATABASE_URL), "
+            "never hold the URL itself: secrets do not belong in manifests",
+        )
+    for i, owned in enumerate(document.owns):
+        info = _contract(contracts, owned.entity, owned.version, ("owns", i), report)
+        if info is not None and info.owner != service:
+            report(
+                ("owns", i, "entity"),
+                f"{owned.entity} belongs to service {info.owner!r}, not {service!r}",
+            )
+    mirrors = []
+    tables: dict[str, int] = {}
+    for i, mirrored in enumerate(document.mirrors):
+        loc = ("mirrors", i)
+        if not IDENTIFIER_RE.match(mirrored.table):
+            report(
+                (*loc, "table"),
+                f"table name {mirrored.table!r} is not a safe SQL identifier: use lower case "
+                "letters, digits and underscores, starting with a letter, at most 63 characters",
+            )
+        elif mirrored.table in tables:
+            report(
+                (*loc, "table"),
+                f"table {mirrored.table!r} is already used by mirrors[{tables[mirrored.table]}]",
+            )
+        else:
+            tables[mirrored.table] = i
+        info = _contract(contracts, mirrored.entity, mirrored.version, loc, report)
+        if info is None:
+            continue
+        if info.owner == service:
+            report(
+                (*loc, "entity"),
+                f"service {service!r} owns {info.entity}; an owner reads its own table, "
+                "it does not mirror it",
+            )
+            continue
+        declaration = _mirror(service, info, mirrored, loc, report)
+        if declaration is not None:
+            mirrors.append(declaration)
+    if issues:
+        raise ManifestError(issues)
+    return Manifest(path, service, url_env, tuple(document.owns), tuple(mirrors))
+
+
+def _contract(
+    contracts: ContractRegistry, entity: str, version: int, loc: tuple[Any, ...], report: Any
+) -> ContractInfo | None:
+    info = contracts.find(entity, version)
+    if info is not None:
+        return info
+    known = contracts.versions(entity)
+    if known:
+        listed = ", ".join(f"v{v}" for v in known)
+        report((*loc, "version"), f"{entity} has no contract v{version} (known: {listed})")
+    else:
+        listed = ", ".join(sorted({c.entity for c in contracts})) or "none"
+        report((*loc, "entity"), f"unknown entity {entity!r} (known entities: {listed})")
+    return None
+
+
+def _mirror(
+    service: str, info: ContractInfo, mirrored: _Mirrored, loc: tuple[Any, ...], report: Any
+) -> MirrorDeclaration | None:
+    ok = True
+    seen: set[str] = set()
+    for j, field_name in enumerate(mirrored.fields):
+        if field_name not in info.fields:
+            report(
+                (*loc, "fields", j),
+                f"{info.label} has no field {field_name!r} (fields: {', '.join(info.fields)})",
+            )
+            ok = False
+        elif field_name in seen:
+            report((*loc, "fields", j), f"field {field_name!r} is listed twice")
+            ok = False
+        seen.add(field_name)
+    left_out = [k for k in info.key if k not in seen]
+    if left_out:
+        report(
+            (*loc, "fields"),
+            f"the key field(s) {', '.join(left_out)} of {info.label} must be mirrored",
+        )
+        ok = False
+    if not ok:
+        return None
+    ordered = tuple(name for name in info.fields if name in seen)
+    return MirrorDeclaration(service, info, mirrored.table, ordered)
+
+
+def _issue(
+    name: str, lines: dict[tuple[Any, ...], int], loc: tuple[Any, ...], problem: str
+) -> ManifestIssue:
+    line = None
+    for end in range(len(loc), -1, -1):
+        line = lines.get(tuple(loc[:end]))
+        if line is not None:
+            break
+    return ManifestIssue(name, _path_text(loc), line, problem)
+
+
+def _path_text(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _line_index(name: str, text: str) -> tuple[dict[tuple[Any, ...], int], list[ManifestIssue]]:
+    """Map each path in the document to its 1-based line; report syntax errors and dup keys."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = None if mark is None else mark.line + 1
+        problem = getattr(exc, "problem", None) or str(exc)
+        return {}, [ManifestIssue(name, "", line, f"not valid YAML: {problem}")]
+    lines: dict[tuple[Any, ...], int] = {(): 1}
+    issues: list[ManifestIssue] = []
+
+    def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for key_node, value_node in node.value:
+                key = key_node.value
+                here = (*path, key)
+                if key in seen:
+                    issues.append(
+                        ManifestIssue(
+                            name, _path_text(here), key_node.start_mark.line + 1, "duplicate key"
+                        )
+                    )
+                seen.add(key)
+                lines[here] = key_node.start_mark.line + 1
+                walk(value_node, here)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                lines[(*path, index)] = item.start_mark.line + 1
+                walk(item, (*path, index))
+
+    if root is not None:
+        walk(root, ())
+    return lines, issues

@@ -1,0 +1,207 @@
+"""Apply a batch of change events to a mirror, inside the caller's transaction.
+
+Runs the statements rendered by :mod:`replication.mirror.statements` over a
+plain DB-API connection (psycopg2, PyMySQL, sqlite3; a SQLAlchemy
+``Connection`` is unwrapped), so this module imports neither SQLAlchemy nor a
+driver. It never commits: the caller owns the transaction.
+
+Per dialect, one set-based, version-guarded write per chunk of rows:
+
+- PostgreSQL and SQLite: ``INSERT ... ON CONFLICT ... DO UPDATE ... WHERE
+  mirror.version < excluded.version RETURNING``; from ``bulk_threshold`` rows,
+  PostgreSQL first COPYs the rows into a temporary stage table and merges them
+  with one such statement.
+- MySQL/MariaDB: the current versions of the batch's keys are read first (to
+  count exactly and to skip stale rows), then ``INSERT ... ON DUPLICATE KEY
+  UPDATE`` with every column guarded, so a concurrent newer write still wins.
+"""
+
+from __future__ import annotations
+
+__all__ = ["apply_changes", "dialect_of"]
+
+import datetime as dt
+import io
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from replication.events import ChangeEvent
+from replication.mirror.decide import ApplyResult, is_newer, reduce_batch
+from replication.mirror.statements import MirrorStatements
+from replication.mirror.values import COPY, converters
+
+_META = 5  # version, deleted, event id, event time, applied at
+
+_DRIVER_DIALECTS = {
+    "psycopg2": "postgresql",
+    "pymysql": "mysql",
+    "MySQLdb": "mysql",
+    "sqlite3": "sqlite",
+}
+
+
+def dialect_of(connection: Any) -> str:
+    """The dialect of a DB-API (or SQLAlchemy) connection, from its driver."""
+    raw = _dbapi(connection)
+    root = type(raw).__module__.split(".", 1)[0]
+    try:
+        return _DRIVER_DIALECTS[root]
+    except KeyError:
+        raise ValueError(f"unsupported database driver {root!r}") from None
+
+
+def _dbapi(connection: Any) -> Any:
+    if hasattr(connection, "exec_driver_sql"):  # a SQLAlchemy Connection
+        return connection.connection.dbapi_connection
+    return connection
+
+
+def apply_changes(
+    connection: Any,
+    statements: MirrorStatements,
+    events: Sequence[ChangeEvent],
+    *,
+    bulk: bool = True,
+    now: dt.datetime | None = None,
+) -> ApplyResult:
+    """Apply ``events`` to the mirror of ``statements`` in the caller's transaction."""
+    raw = _dbapi(connection)
+    actual = dialect_of(raw)
+    if actual != statements.dialect:
+        raise ValueError(
+            f"statements were rendered for {statements.dialect}, the connection is {actual}"
+        )
+    for event in events:
+        if (event.entity, event.contract.version) != (
+            statements.entity,
+            statements.contract_version,
+        ):
+            raise ValueError(
+                f"{event!r} is not for mirror {statements.table} "
+                f"({statements.entity} v{statements.contract_version})"
+            )
+    reduced = reduce_batch(events)
+    collapsed = len(events) - len(reduced)
+    if not reduced:
+        return ApplyResult(received=len(events), collapsed=collapsed)
+    applied_at = now or dt.datetime.now(dt.UTC)
+    cursor = raw.cursor()
+    try:
+        if statements.dialect == "mysql":
+            written = _write_mysql(cursor, statements, reduced, applied_at)
+        elif (
+            bulk
+            and statements.bulk_threshold
+            and len(reduced) >= statements.bulk_threshold
+            and hasattr(cursor, "copy_expert")
+        ):
+            written = _write_copy_merge(cursor, statements, reduced, applied_at)
+        else:
+            written = _write_returning(cursor, statements, reduced, applied_at)
+    finally:
+        cursor.close()
+    deleted = sum(1 for flag in written if flag)
+    return ApplyResult(
+        received=len(events),
+        applied=len(written) - deleted,
+        deleted=deleted,
+        stale=len(reduced) - len(written),
+        collapsed=collapsed,
+    )
+
+
+def _values(statements: MirrorStatements, event: ChangeEvent, applied_at: dt.datetime) -> list[Any]:
+    data_columns = statements.columns[statements.key_count : len(statements.columns) - _META]
+    state = event.data
+    if state is None:
+        values: list[Any] = [*event.key, *([None] * len(data_columns)), event.version, True]
+    else:
+        values = [*event.key, *[getattr(state, c) for c in data_columns], event.version, False]
+    values += (event.id, event.time, applied_at)
+    return values
+
+
+def _rows(
+    statements: MirrorStatements,
+    events: Iterable[ChangeEvent],
+    applied_at: dt.datetime,
+    target: str,
+) -> list[tuple[Any, ...]]:
+    convert = converters(statements.kinds, target)
+    return [
+        tuple(f(v) for f, v in zip(convert, _values(statements, e, applied_at), strict=True))
+        for e in events
+    ]
+
+
+def _chunks(rows: list[tuple[Any, ...]], size: int) -> Iterable[list[tuple[Any, ...]]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+def _write_returning(
+    cursor: Any, statements: MirrorStatements, events: list[ChangeEvent], applied_at: dt.datetime
+) -> list[bool]:
+    """PostgreSQL and SQLite: guarded upsert; RETURNING lists the rows it wrote."""
+    rows = _rows(statements, events, applied_at, statements.dialect)
+    written: list[bool] = []
+    for chunk in _chunks(rows, statements.rows_per_statement):
+        sql = (
+            statements.insert_prefix
+            + ", ".join([statements.row_template] * len(chunk))
+            + statements.upsert_suffix
+        )
+        cursor.execute(sql, [value for row in chunk for value in row])
+        written += [bool(flag) for (flag,) in cursor.fetchall()]
+    return written
+
+
+def _write_copy_merge(
+    cursor: Any, statements: MirrorStatements, events: list[ChangeEvent], applied_at: dt.datetime
+) -> list[bool]:
+    """PostgreSQL bulk path: COPY into a session-local stage table, then one guarded merge."""
+    convert = converters(statements.kinds, COPY)
+    buffer = io.StringIO()
+    write = buffer.write
+    for event in events:
+        values = _values(statements, event, applied_at)
+        write("\t".join([f(v) for f, v in zip(convert, values, strict=True)]))
+        write("\n")
+    buffer.seek(0)
+    cursor.execute(statements.stage_setup)
+    cursor.copy_expert(statements.stage_copy, buffer)
+    cursor.execute(statements.stage_merge)
+    written = [bool(flag) for (flag,) in cursor.fetchall()]
+    cursor.execute(statements.stage_clear)
+    return written
+
+
+def _write_mysql(
+    cursor: Any, statements: MirrorStatements, events: list[ChangeEvent], applied_at: dt.datetime
+) -> list[bool]:
+    """MySQL/MariaDB: read current versions, write only the newer rows, each column guarded."""
+    rows = _rows(statements, events, applied_at, "mysql")
+    k = statements.key_count
+    version_at = len(statements.columns) - _META
+    current: dict[tuple[Any, ...], int] = {}
+    for chunk in _chunks(rows, statements.rows_per_statement):
+        sql = statements.select_versions_prefix + (
+            "(" + ", ".join([statements.key_template] * len(chunk)) + ")"
+        )
+        cursor.execute(sql, [value for row in chunk for value in row[:k]])
+        for found in cursor.fetchall():
+            current[_key_text(found[:k])] = int(found[k])
+    newer = [row for row in rows if is_newer(row[version_at], current.get(_key_text(row[:k])))]
+    for chunk in _chunks(newer, statements.rows_per_statement):
+        sql = (
+            statements.insert_prefix
+            + ", ".join([statements.row_template] * len(chunk))
+            + statements.upsert_suffix
+        )
+        cursor.execute(sql, [value for row in chunk for value in row])
+    return [bool(row[version_at + 1]) for row in newer]
+
+
+def _key_text(key: Sequence[Any]) -> tuple[Any, ...]:
+    # Keys read back come as the driver's types; compare them as text.
+    return tuple(str(part) for part in key)
