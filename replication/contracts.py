@@ -22,6 +22,7 @@ __all__ = [
     "FieldSpec",
     "Pii",
     "registry",
+    "unportable_reason",
 ]
 
 import datetime as dt
@@ -57,6 +58,8 @@ KEY_KINDS: frozenset[FieldKind] = frozenset({"str", "int", "uuid"})
 
 ENTITY_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}\.[a-z][a-z0-9_]{0,30}$")
 FIELD_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,58}$")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+_INT64 = range(-(2**63), 2**63)
 
 
 class _PiiMarker:
@@ -153,7 +156,7 @@ class Contract(BaseModel):
     @field_validator("*", mode="after")
     @classmethod
     def _reject_unportable_values(cls, value: Any) -> Any:
-        problem = _unportable(value)
+        problem = unportable_reason(value)
         if problem:
             raise ValueError(problem)
         return value
@@ -163,27 +166,36 @@ class Contract(BaseModel):
         return tuple(getattr(self, name) for name in self.__contract__.key)
 
 
-def _unportable(value: Any) -> str | None:
-    """Why a validated value cannot be replicated faithfully, or None."""
+def unportable_reason(value: Any) -> str | None:
+    """Why a validated value cannot be stored faithfully by every database, or None."""
     if isinstance(value, dt.datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             return "naive datetime: a UTC offset is required"
+        try:
+            value.astimezone(dt.UTC)  # mirrors store datetimes in UTC
+        except OverflowError:
+            return "is out of range once converted to UTC"
     elif isinstance(value, str):
         if "\x00" in value:
             return "contains a NUL character, which databases reject"
+        if _SURROGATE_RE.search(value):
+            return "contains a lone surrogate, which is not valid UTF-8 text"
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if value not in _INT64:
+            return "is outside the 64-bit integer range that databases store"
     elif isinstance(value, BaseModel):
         for item in value.__dict__.values():
-            problem = _unportable(item)
+            problem = unportable_reason(item)
             if problem:
                 return problem
     elif isinstance(value, list | tuple | set | frozenset):
         for item in value:
-            problem = _unportable(item)
+            problem = unportable_reason(item)
             if problem:
                 return problem
     elif isinstance(value, dict):
         for k, item in value.items():
-            problem = _unportable(k) or _unportable(item)
+            problem = unportable_reason(k) or unportable_reason(item)
             if problem:
                 return problem
     return None
@@ -270,7 +282,15 @@ def _field_spec(owner: str, field_name: str, info: FieldInfo) -> FieldSpec:
 
 
 def _is_pii(info: FieldInfo) -> bool:
-    return any(meta is Pii for meta in info.metadata)
+    if any(meta is Pii for meta in info.metadata):
+        return True
+    # Inside a union or a container (``Annotated[str, Pii] | None``) the marker stays
+    # on the member.
+    return any(
+        typing.get_origin(member) is typing.Annotated
+        and any(meta is Pii for meta in typing.get_args(member)[1:])
+        for member in typing.get_args(info.annotation)
+    )
 
 
 _SCALARS: tuple[tuple[type, FieldKind], ...] = (
@@ -302,6 +322,10 @@ def _kind_of(owner: str, field_name: str, annotation: Any) -> tuple[FieldKind, t
     if isinstance(annotation, type):
         if issubclass(annotation, enum.Enum):
             values = tuple(member.value for member in annotation)
+            if not values:
+                raise ContractDefinitionError(
+                    f"{owner}.{field_name}: an enum field needs at least one member"
+                )
             if not all(isinstance(v, str) for v in values):
                 raise ContractDefinitionError(
                     f"{owner}.{field_name}: enum values must be strings "

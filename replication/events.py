@@ -20,6 +20,7 @@ __all__ = [
 
 import datetime as dt
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -49,6 +50,9 @@ REQUIRED_ATTRIBUTES = (
     "data",
 )
 _KNOWN = frozenset(REQUIRED_ATTRIBUTES)
+_MAJOR_RE = re.compile(r"[0-9]{1,9}")
+MAX_ENTITY_VERSION = 2**63 - 1
+"""The highest entity version a mirror's 64-bit version column holds."""
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -180,6 +184,8 @@ def decode_event(raw: bytes | str, contracts: ContractRegistry = registry) -> Ch
         document = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidEventError(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidEventError("not valid JSON: nested too deeply") from None
     if not isinstance(document, dict):
         raise InvalidEventError(
             f"a change event must be a JSON object, got {type(document).__name__}"
@@ -217,6 +223,9 @@ def _decode_document(doc: dict[str, Any], contracts: ContractRegistry) -> Change
         raise fail(f"entityversion must be an integer, got {version!r}")
     if version < 1:
         raise fail(f"entityversion must be positive, got {version}")
+    if version > MAX_ENTITY_VERSION:
+        # Mirrors keep the version in a 64-bit column.
+        raise fail(f"entityversion must be at most {MAX_ENTITY_VERSION}, got {version}")
     time = _time_of(doc["time"], fail)
     data = doc["data"]
     if op == DELETED:
@@ -246,7 +255,8 @@ def _contract_of(doc: dict[str, Any], contracts: ContractRegistry, fail: Any) ->
     schema: str = doc["dataschema"]
     prefix = "contract:"
     entity, sep, major = schema.removeprefix(prefix).rpartition("/v")
-    if not schema.startswith(prefix) or not sep or not major.isdigit():
+    # ASCII digits only: str.isdigit() also accepts digits int() refuses, such as '²'.
+    if not schema.startswith(prefix) or not sep or not _MAJOR_RE.fullmatch(major):
         raise fail(
             f"dataschema must look like 'contract:<owner>.<entity>/v<major>', got {schema!r}"
         )
@@ -279,6 +289,10 @@ def _time_of(value: str, fail: Any) -> dt.datetime:
         raise fail(f"time must be an RFC 3339 timestamp, got {value!r}") from None
     if when.tzinfo is None:
         raise fail(f"time {value!r} has no UTC offset (naive datetimes are ambiguous)")
+    try:
+        when.astimezone(dt.UTC)  # mirrors store event times in UTC
+    except OverflowError:
+        raise fail(f"time {value!r} is out of range once converted to UTC") from None
     return when
 
 

@@ -15,7 +15,7 @@ import uuid
 from typing import Any
 from urllib.parse import quote, unquote
 
-from replication.contracts import ContractInfo
+from replication.contracts import ContractInfo, unportable_reason
 
 
 def key_text(value: Any) -> str:
@@ -63,5 +63,16 @@ def decode_subject(info: ContractInfo, subject: str) -> tuple[Any, ...]:
                 f"subject part {part!r} is not in canonical form for key field {spec.name} "
                 f"(expected {key_text(value)!r})"
             )
+        # The contract's own check, which an upsert's data gets: a delete has no data.
+        problem = unportable_reason(value)
+        if problem:
+            raise ValueError(f"key field {spec.name} {problem}")
         values.append(value)
+    canonical = encode_subject(tuple(values))
+    if canonical != subject:
+        # Each part may be canonical while its escaping is not ('A%2D1', a raw space).
+        raise ValueError(
+            f"subject {subject!r} is not in canonical form for the key of {info.label} "
+            f"(expected {canonical!r})"
+        )
     return tuple(values)

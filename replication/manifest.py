@@ -121,7 +121,7 @@ def load_manifests(paths: list[Path], contracts: ContractRegistry = registry) ->
                 ManifestIssue(
                     str(manifest.path),
                     "service",
-                    None,
+                    _line_of(manifest.path, ("service",)),
                     f"service {manifest.service!r} is also declared in {seen[manifest.service]}",
                 )
             )
@@ -129,6 +129,12 @@ def load_manifests(paths: list[Path], contracts: ContractRegistry = registry) ->
     if issues:
         raise ManifestError(issues)
     return manifests
+
+
+def _line_of(path: Path, loc: tuple[Any, ...]) -> int | None:
+    """The line of ``loc`` in a manifest that already loaded (so it reads and parses)."""
+    lines, _ = _line_index(str(path), path.read_text(encoding="utf-8"))
+    return lines.get(loc)
 
 
 def load_manifest(path: Path, contracts: ContractRegistry = registry) -> Manifest:

@@ -11,9 +11,11 @@ Per dialect, one set-based, version-guarded write per chunk of rows:
   mirror.version < excluded.version RETURNING``; from ``bulk_threshold`` rows,
   PostgreSQL first COPYs the rows into a temporary stage table and merges them
   with one such statement.
-- MySQL/MariaDB: the current versions of the batch's keys are read first (to
-  count exactly and to skip stale rows), then ``INSERT ... ON DUPLICATE KEY
-  UPDATE`` with every column guarded, so a concurrent newer write still wins.
+- MySQL/MariaDB: ``INSERT ... ON DUPLICATE KEY UPDATE`` with every column
+  guarded, then the batch's keys are read back: a row holding this call's
+  event id and applied-at time was written by it, any other is stale. (MySQL
+  reports no per-row outcome, and a read before the write would miscount when
+  a concurrent writer commits a newer version in between.)
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from replication.events import ChangeEvent
-from replication.mirror.decide import ApplyResult, is_newer, reduce_batch
+from replication.mirror.decide import ApplyResult, reduce_batch
 from replication.mirror.statements import MirrorStatements
 from replication.mirror.values import COPY, converters
 
@@ -52,6 +54,10 @@ def dialect_of(connection: Any) -> str:
 
 def _dbapi(connection: Any) -> Any:
     if hasattr(connection, "exec_driver_sql"):  # a SQLAlchemy Connection
+        if not connection.in_transaction():
+            # Writing under SQLAlchemy's feet would not autobegin its transaction,
+            # and the caller's commit() would then commit nothing.
+            connection.begin()
         return connection.connection.dbapi_connection
     return connection
 
@@ -179,27 +185,31 @@ def _write_copy_merge(
 def _write_mysql(
     cursor: Any, statements: MirrorStatements, events: list[ChangeEvent], applied_at: dt.datetime
 ) -> list[bool]:
-    """MySQL/MariaDB: read current versions, write only the newer rows, each column guarded."""
+    """MySQL/MariaDB: guarded upsert of every row, then read back which rows this call wrote."""
     rows = _rows(statements, events, applied_at, "mysql")
     k = statements.key_count
-    version_at = len(statements.columns) - _META
-    current: dict[tuple[Any, ...], int] = {}
+    event_id_at = len(statements.columns) - _META + 2
+    stamp = rows[0][event_id_at + 2]  # applied-at, as the driver was given it
     for chunk in _chunks(rows, statements.rows_per_statement):
-        sql = statements.select_versions_prefix + (
-            "(" + ", ".join([statements.key_template] * len(chunk)) + ")"
-        )
-        cursor.execute(sql, [value for row in chunk for value in row[:k]])
-        for found in cursor.fetchall():
-            current[_key_text(found[:k])] = int(found[k])
-    newer = [row for row in rows if is_newer(row[version_at], current.get(_key_text(row[:k])))]
-    for chunk in _chunks(newer, statements.rows_per_statement):
         sql = (
             statements.insert_prefix
             + ", ".join([statements.row_template] * len(chunk))
             + statements.upsert_suffix
         )
         cursor.execute(sql, [value for row in chunk for value in row])
-    return [bool(row[version_at + 1]) for row in newer]
+    mine: dict[tuple[Any, ...], str] = {}
+    for chunk in _chunks(rows, statements.rows_per_statement):
+        sql = statements.select_written_prefix + (
+            "(" + ", ".join([statements.key_template] * len(chunk)) + ")"
+        )
+        cursor.execute(sql, [stamp, *[value for row in chunk for value in row[:k]]])
+        for found in cursor.fetchall():
+            mine[_key_text(found[:k])] = str(found[k])
+    written: list[bool] = []
+    for row in rows:
+        if mine.get(_key_text(row[:k])) == str(row[event_id_at]):
+            written.append(bool(row[event_id_at - 1]))
+    return written
 
 
 def _key_text(key: Sequence[Any]) -> tuple[Any, ...]:

@@ -8,7 +8,7 @@ V under the same rule.
 
 from __future__ import annotations
 
-__all__ = ["ApplyResult", "is_newer", "reduce_batch"]
+__all__ = ["ApplyResult", "reduce_batch"]
 
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -49,8 +49,3 @@ def reduce_batch(events: Iterable[ChangeEvent]) -> list[ChangeEvent]:
         if current is None or event.version > current.version:
             best[event.key] = event
     return list(best.values())
-
-
-def is_newer(event_version: int, mirror_version: int | None) -> bool:
-    """Whether an event at ``event_version`` changes a row at ``mirror_version`` (None: absent)."""
-    return mirror_version is None or mirror_version < event_version

@@ -8,7 +8,13 @@ so it can be rendered at build time and shipped with a function.
 
 from __future__ import annotations
 
-__all__ = ["DIALECTS", "MirrorStatements", "render_statements", "statements_for"]
+__all__ = [
+    "DIALECTS",
+    "MirrorStatements",
+    "render_statements",
+    "sqlalchemy_dialect",
+    "statements_for",
+]
 
 import json
 from dataclasses import asdict, dataclass
@@ -19,7 +25,14 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
 from replication.manifest import MirrorDeclaration
-from replication.mirror.tables import DELETED, METADATA_COLUMNS, VERSION, mirror_table
+from replication.mirror.tables import (
+    APPLIED_AT,
+    DELETED,
+    EVENT_ID,
+    METADATA_COLUMNS,
+    VERSION,
+    mirror_table,
+)
 
 DIALECTS = ("postgresql", "mysql", "sqlite")
 
@@ -50,7 +63,8 @@ class MirrorStatements:
     row_template: str
     upsert_suffix: str
     rows_per_statement: int
-    select_versions_prefix: str
+    select_written_prefix: str
+    """MySQL: reads back ``key..., event id, deleted`` of rows stamped with an applied-at."""
     key_template: str
     stage_setup: str
     stage_copy: str
@@ -71,9 +85,12 @@ class MirrorStatements:
         return cls(**raw)
 
 
-def _dialect(name: str) -> Dialect:
+def sqlalchemy_dialect(name: str) -> Dialect:
+    """The SQLAlchemy dialect object for a dialect name (``mariadb`` included)."""
     if name == "postgresql":
         return postgresql.dialect()  # type: ignore[no-untyped-call]
+    if name == "mariadb":
+        return mysql.dialect(is_mariadb=True)
     if name == "mysql":
         return mysql.dialect()
     if name == "sqlite":
@@ -92,7 +109,7 @@ def render_statements(
     """Render the statements for ``table`` (the declaration's mirror table) on ``dialect``."""
     if dialect == "mariadb":
         dialect = "mysql"
-    sa_dialect = _dialect(dialect)
+    sa_dialect = sqlalchemy_dialect(dialect)
     quote = sa_dialect.identifier_preparer.quote
     info = declaration.contract
     key = list(info.key)
@@ -135,7 +152,11 @@ def render_statements(
         guard = f"{t}.{v} < VALUES({v})"
         sets = ", ".join(f"{c} = IF({guard}, VALUES({c}), {c})" for c in [*updated, v])
         suffix = f" ON DUPLICATE KEY UPDATE {sets}"
-    select_versions = f"SELECT {', '.join(qkey)}, {v} FROM {t} WHERE ({', '.join(qkey)}) IN "
+    e, a = quote(EVENT_ID), quote(APPLIED_AT)
+    select_written = (
+        f"SELECT {', '.join(qkey)}, {e}, {d} FROM {t} "
+        f"WHERE {a} = {marker} AND ({', '.join(qkey)}) IN "
+    )
     return MirrorStatements(
         dialect=dialect,
         entity=info.entity,
@@ -149,7 +170,7 @@ def render_statements(
         row_template=row_template,
         upsert_suffix=suffix,
         rows_per_statement=max(1, min(_MAX_ROWS, _PARAMETER_BUDGET[dialect] // len(columns))),
-        select_versions_prefix=select_versions,
+        select_written_prefix=select_written,
         key_template=key_template,
         stage_setup=stage_setup,
         stage_copy=stage_copy,

@@ -17,6 +17,7 @@ __all__ = [
     "EVENT_TIME",
     "METADATA_COLUMNS",
     "VERSION",
+    "KeyString",
     "column_type",
     "mirror_table",
 ]
@@ -25,6 +26,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import TypeCompiler
 from sqlalchemy.types import TypeEngine
 
 from replication.contracts import FieldKind, FieldSpec
@@ -46,6 +49,8 @@ METADATA_COLUMNS: tuple[tuple[str, FieldKind], ...] = (
 """Metadata columns in table order, with the kind of value each holds."""
 
 _TEXT_DIALECTS = ("mysql", "mariadb", "sqlite")
+FILLFACTOR = 85
+ENUM_TEXT_LENGTH = 64
 
 
 def _timestamp() -> TypeEngine[Any]:
@@ -63,19 +68,36 @@ def _uuid() -> TypeEngine[Any]:
     return sa.Uuid(as_uuid=False).with_variant(sa.String(36), *_TEXT_DIALECTS)
 
 
+class KeyString(sa.String):
+    """Text of a key column: compared exactly, byte for byte, as the owner compares it.
+
+    MySQL and MariaDB compare text case-insensitively and ignore trailing spaces
+    by default, which would merge distinct keys; this type takes a binary
+    collation that does neither (``utf8mb4_nopad_bin`` on MariaDB,
+    ``utf8mb4_0900_bin`` on MySQL 8).
+    """
+
+    cache_ok = True
+
+
+@compiles(KeyString, "mysql")
+def _key_string_mysql(element: KeyString, compiler: TypeCompiler, **kw: Any) -> str:
+    mariadb = getattr(compiler.dialect, "is_mariadb", False)
+    collation = "utf8mb4_nopad_bin" if mariadb else "utf8mb4_0900_bin"
+    return f"VARCHAR({element.length}) COLLATE {collation}"
+
+
 def column_type(spec: FieldSpec, *, key: bool = False) -> TypeEngine[Any]:
     """The column type that holds values of this contract field."""
     kind = spec.kind
     if kind == "str":
         if key:
-            length = spec.max_length or KEY_TEXT_LENGTH
-            return sa.String(length).with_variant(
-                mysql.VARCHAR(length, collation="utf8mb4_bin"), "mysql", "mariadb"
-            )
+            return KeyString(spec.max_length or KEY_TEXT_LENGTH)
         return sa.String(spec.max_length) if spec.max_length else sa.Text()
     if kind == "enum":
-        # Text, not a native enum: a new value needs no schema migration.
-        return sa.String(spec.max_length or 64)
+        # Text, not a native enum: a new value of up to ENUM_TEXT_LENGTH
+        # characters needs no schema migration.
+        return sa.String(max(ENUM_TEXT_LENGTH, spec.max_length or 0))
     if kind == "int":
         return sa.BigInteger()
     if kind == "float":
@@ -124,4 +146,7 @@ def mirror_table(declaration: MirrorDeclaration, metadata: sa.MetaData | None = 
         ),
         mysql_charset="utf8mb4",
         mysql_engine="InnoDB",
+        # Mirrors are update-heavy: free space in each page lets PostgreSQL
+        # update a row in place (HOT) without touching the key index.
+        postgresql_with={"fillfactor": FILLFACTOR},
     )

@@ -1,0 +1,191 @@
+"""The ``replication`` command: parse, wire, call. Logic lives in the library.
+
+Exit codes: 0 success, 1 invalid declarations (contracts, manifests),
+2 wrong usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from replication.contracts import registry
+from replication.errors import ConfigurationError
+from replication.manifest import Manifest, load_manifests
+
+EXIT_OK = 0
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+
+DEFAULT_CONTRACTS = "contracts"
+
+
+def _load_contracts(modules: str) -> None:
+    """Import the contract modules (comma-separated) so their contracts register."""
+    for name in filter(None, (m.strip() for m in modules.split(","))):
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigurationError(f"cannot import contract module {name!r}: {exc}") from exc
+
+
+def _manifests(paths: list[str]) -> list[Manifest]:
+    found = [Path(p) for p in paths]
+    missing = [str(p) for p in found if not p.exists()]
+    if missing:
+        raise ConfigurationError(f"no such file or folder: {', '.join(missing)}")
+    manifests = load_manifests(found)
+    if not manifests:
+        raise ConfigurationError(f"no replication.yaml found under {', '.join(paths)}")
+    return manifests
+
+
+def _cmd_contracts_list(args: argparse.Namespace) -> int:
+    for info in registry:
+        key = ", ".join(info.key)
+        print(f"{info.label}  (owner {info.owner}, key {key})")
+        for spec in info.fields.values():
+            flags = [f for f, on in (("pii", spec.pii), ("optional", spec.nullable)) if on]
+            suffix = f"  [{', '.join(flags)}]" if flags else ""
+            print(f"    {spec.name}: {spec.kind}{suffix}")
+    return EXIT_OK
+
+
+def _cmd_manifests_validate(args: argparse.Namespace) -> int:
+    manifests = _manifests(args.paths)
+    for manifest in manifests:
+        owns = ", ".join(f"{o.entity} v{o.version}" for o in manifest.owns) or "nothing"
+        mirrors = ", ".join(f"{m.contract.label} -> {m.table}" for m in manifest.mirrors)
+        print(f"ok  {manifest.path}: service {manifest.service}")
+        print(f"      owns: {owns}")
+        print(f"      mirrors: {mirrors or 'nothing'}")
+    return EXIT_OK
+
+
+def _selected(manifests: list[Manifest], service: str | None) -> list[Manifest]:
+    if service is None:
+        return manifests
+    chosen = [m for m in manifests if m.service == service]
+    if not chosen:
+        known = ", ".join(sorted(m.service for m in manifests))
+        raise ConfigurationError(f"unknown service {service!r} (known: {known})")
+    return chosen
+
+
+def _cmd_mirrors_ddl(args: argparse.Namespace) -> int:
+    import sqlalchemy as sa
+    from sqlalchemy.schema import CreateTable
+
+    from replication.mirror.statements import sqlalchemy_dialect
+    from replication.mirror.tables import mirror_table
+
+    dialect = sqlalchemy_dialect(args.dialect)
+    metadata = sa.MetaData()
+    for manifest in _selected(_manifests(args.paths), args.service):
+        for declaration in manifest.mirrors:
+            table = mirror_table(declaration, metadata)
+            print(f"-- {manifest.service}: mirror of {declaration.contract.label}")
+            print(str(CreateTable(table).compile(dialect=dialect)).strip() + ";\n")
+    return EXIT_OK
+
+
+def _cmd_mirrors_render(args: argparse.Namespace) -> int:
+    from replication.mirror.statements import statements_for
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for manifest in _selected(_manifests(args.paths), args.service):
+        for declaration in manifest.mirrors:
+            statements = statements_for(declaration, args.dialect)
+            target = out / f"{manifest.service}.{declaration.table}.{statements.dialect}.json"
+            target.write_text(statements.to_json(), encoding="utf-8")
+            print(f"wrote {target}")
+            count += 1
+    print(f"{count} statement file(s) rendered")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``replication`` command."""
+    parser = argparse.ArgumentParser(
+        prog="replication",
+        description="Replicate owned entities into consumers' mirror tables.",
+        epilog="Example: replication manifests validate examples/",
+    )
+    parser.add_argument(
+        "--contracts",
+        default=os.environ.get("REPLICATION_CONTRACTS", DEFAULT_CONTRACTS),
+        help="comma-separated modules that declare the contracts "
+        "(default: $REPLICATION_CONTRACTS or 'contracts')",
+    )
+    groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
+
+    contracts = groups.add_parser("contracts", help="inspect the registered contracts")
+    contracts_cmds = contracts.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    listing = contracts_cmds.add_parser(
+        "list",
+        help="list every contract with its key and fields",
+        epilog="Example: replication contracts list",
+    )
+    listing.set_defaults(func=_cmd_contracts_list)
+
+    manifests = groups.add_parser("manifests", help="check service manifests")
+    manifests_cmds = manifests.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    validate = manifests_cmds.add_parser(
+        "validate",
+        help="validate manifests against the contracts; every problem with its line",
+        epilog="Example: replication manifests validate examples/orders/replication.yaml",
+    )
+    validate.add_argument("paths", nargs="+", help="manifest files, or folders to search")
+    validate.set_defaults(func=_cmd_manifests_validate)
+
+    mirrors = groups.add_parser("mirrors", help="mirror tables and their apply statements")
+    mirrors_cmds = mirrors.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    ddl = mirrors_cmds.add_parser(
+        "ddl",
+        help="print the CREATE TABLE of each mirror",
+        epilog="Example: replication mirrors ddl examples/ --service orders --dialect postgresql",
+    )
+    render = mirrors_cmds.add_parser(
+        "render",
+        help="render the apply statements to JSON files, to ship with a function",
+        epilog="Example: replication mirrors render examples/ --dialect postgresql --out build/",
+    )
+    for sub in (ddl, render):
+        sub.add_argument("paths", nargs="+", help="manifest files, or folders to search")
+        sub.add_argument("--service", help="only this service's mirrors")
+        sub.add_argument(
+            "--dialect",
+            choices=["postgresql", "mysql", "mariadb", "sqlite"],
+            default="postgresql",
+            help="database dialect (default: postgresql)",
+        )
+    ddl.set_defaults(func=_cmd_mirrors_ddl)
+    render.add_argument("--out", default="build/statements", help="output folder")
+    render.set_defaults(func=_cmd_mirrors_render)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        _load_contracts(args.contracts)
+        code: int = args.func(args)
+    except ConfigurationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except BrokenPipeError:  # output piped into head and friends
+        sys.stderr.close()
+        return EXIT_OK
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
