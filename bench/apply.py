@@ -119,86 +119,71 @@ class Owner:
 
 
 # ---------------------------------------------------------------- baselines
+#
+# Every baseline turns the same decoded events into rows with the converters the
+# apply uses, so what differs is only how the rows reach the table.
 
 
-def _plain_values(event: ChangeEvent, columns: list[str], now: dt.datetime) -> list[Any]:
-    s = event.data
-    data = [None if s is None else getattr(s, c) for c in columns[1:]]
-    return [event.key[0], *data, event.version, s is None, event.id, event.time, now]
+def _rows(statements: MirrorStatements, events: list[ChangeEvent], target: str) -> list[list[Any]]:
+    now = dt.datetime.now(dt.UTC)
+    convert = converters(statements.kinds, target)
+    data_columns = statements.columns[1:-5]
+    rows = []
+    for event in events:
+        state = event.data
+        data = [None if state is None else getattr(state, c) for c in data_columns]
+        values = [event.key[0], *data, event.version, state is None, event.id, event.time, now]
+        rows.append([f(v) for f, v in zip(convert, values, strict=True)])
+    return rows
 
 
 def copy_rows(
     conn: Any, table: str, statements: MirrorStatements, events: list[ChangeEvent]
 ) -> None:
-    """Baseline (a): COPY the batch's rows into the plain table, then commit.
-
-    Values are formatted with the same converters the apply uses, so the
-    difference measured is the apply's reduction, staging and guarded merge.
-    """
-    now = dt.datetime.now(dt.UTC)
-    columns = list(statements.columns)
-    convert = converters(statements.kinds, COPY)
+    """Baseline (a): COPY the batch's rows into the plain table, then commit."""
     buffer = io.StringIO()
-    for event in events:
-        values = _plain_values(event, columns[:-5], now)
-        buffer.write("\t".join([f(v) for f, v in zip(convert, values, strict=True)]))
+    for row in _rows(statements, events, COPY):
+        buffer.write("\t".join(row))
         buffer.write("\n")
     buffer.seek(0)
     cursor = conn.cursor()
-    cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN", buffer)
+    cursor.copy_expert(f"COPY {table} ({', '.join(statements.columns)}) FROM STDIN", buffer)
     conn.commit()
 
 
-def naive_upserts(conn: Any, table: str, columns: list[str], events: list[ChangeEvent]) -> None:
+def naive_upserts(
+    conn: Any, table: str, statements: MirrorStatements, events: list[ChangeEvent]
+) -> None:
     """Baseline (b): one guarded upsert and one commit per event."""
+    columns = statements.columns
     sets = ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
     sql = (
         f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))}) "
         f"ON CONFLICT (id) DO UPDATE SET {sets} WHERE {table}._version < excluded._version"
     )
     cursor = conn.cursor()
-    data_columns = columns[:-5]
-    for event in events:
-        now = dt.datetime.now(dt.UTC)
-        values = [_param(v) for v in _plain_values(event, data_columns, now)]
-        cursor.execute(sql, values)
+    for row in _rows(statements, events, "postgresql"):
+        cursor.execute(sql, row)
         conn.commit()
 
 
-def _param(value: Any) -> Any:
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, Address):
-        return json.dumps(value.model_dump())
-    if isinstance(value, list):
-        return json.dumps(value)
-    if isinstance(value, Tier):
-        return value.value
-    return value
-
-
-def multirow_insert(conn: Any, table: str, columns: list[str], events: list[ChangeEvent]) -> None:
-    """MariaDB baseline: one multi-row INSERT of the batch's rows, then commit."""
-    now = dt.datetime.now(dt.UTC)
-    data_columns = columns[:-5]
-    rows = []
-    for event in events:
-        values = [_param(v) for v in _plain_values(event, data_columns, now)]
-        rows.append(
-            [
-                v.astimezone(dt.UTC).replace(tzinfo=None) if isinstance(v, dt.datetime) else v
-                for v in values
-            ]
-        )
+def multirow_insert(
+    conn: Any, table: str, statements: MirrorStatements, events: list[ChangeEvent]
+) -> None:
+    """MariaDB baseline: multi-row INSERTs (1,000 rows each) of the batch's rows, then commit."""
+    rows = _rows(statements, events, "mysql")
     cursor = conn.cursor()
-    placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    placeholders = "(" + ", ".join(["%s"] * len(statements.columns)) + ")"
+    head = f"INSERT INTO {table} ({', '.join(statements.columns)}) VALUES "
     for start in range(0, len(rows), 1000):
         chunk = rows[start : start + 1000]
-        cursor.execute(
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
-            + ", ".join([placeholders] * len(chunk)),
-            [v for row in chunk for v in row],
-        )
+        cursor.execute(head + ", ".join([placeholders] * len(chunk)), [v for r in chunk for v in r])
+    conn.commit()
+
+
+def apply_and_commit(conn: Any, statements: MirrorStatements, events: list[ChangeEvent]) -> None:
+    """The contender: the library's apply, then commit."""
+    apply_changes(conn, statements, events)
     conn.commit()
 
 
@@ -206,36 +191,53 @@ def multirow_insert(conn: Any, table: str, columns: list[str], events: list[Chan
 
 
 def _fresh_keys(events: list[ChangeEvent]) -> list[ChangeEvent]:
-    """The same rows under new keys, for a plain table that must not conflict."""
-    seen: dict[Any, ChangeEvent] = {}
+    """The batch's rows, one per key as the apply writes them, under new keys."""
+    last: dict[Any, ChangeEvent] = {}
     for event in events:
-        seen[event.key] = event  # the COPY ceiling writes one row per key, like the apply
+        if event.key not in last or event.version > last[event.key].version:
+            last[event.key] = event
     out = []
-    for event in seen.values():
+    for event in last.values():
         key = uuid.uuid4()
         if event.data is None:
             out.append(deleted(Customer, key, event.version, event_id=event.id))
         else:
-            out.append(
-                upserted(
-                    event.data.model_copy(update={"id": key}), event.version, event_id=event.id
-                )
-            )
+            state = event.data.model_copy(update={"id": key})
+            out.append(upserted(state, event.version, event_id=event.id))
     return out
 
 
-def _cleanup(conn: Any, table: str, events: list[ChangeEvent], marker: str = "%s") -> None:
+def _cleanup(conn: Any, table: str, events: list[ChangeEvent]) -> None:
     cursor = conn.cursor()
     keys = [str(e.key[0]) for e in events]
     for start in range(0, len(keys), 1000):
         part = keys[start : start + 1000]
-        cursor.execute(f"DELETE FROM {table} WHERE id IN ({', '.join([marker] * len(part))})", part)
+        cursor.execute(f"DELETE FROM {table} WHERE id IN ({', '.join(['%s'] * len(part))})", part)
     conn.commit()
 
 
-def _timed(action: Callable[[], None]) -> float:
+Contender = Callable[[Any, str, MirrorStatements, list[ChangeEvent]], None]
+
+
+def _timed_baseline(
+    action: Contender,
+    conn: Any,
+    table: str,
+    statements: MirrorStatements,
+    events: list[ChangeEvent],
+) -> float:
+    """Time a baseline on the batch's rows under fresh keys, then remove them again."""
+    fresh = _fresh_keys(events)
     start = time.perf_counter()
-    action()
+    action(conn, table, statements, fresh)
+    elapsed = time.perf_counter() - start
+    _cleanup(conn, table, fresh)
+    return elapsed
+
+
+def _timed_apply(conn: Any, statements: MirrorStatements, events: list[ChangeEvent]) -> float:
+    start = time.perf_counter()
+    apply_and_commit(conn, statements, events)
     return time.perf_counter() - start
 
 
@@ -244,37 +246,32 @@ def _rounds(size: int, quick: bool) -> int:
     return max(3, min(15 if quick else 31, budget // size))
 
 
-def _setup(
-    engine_url: str, declaration: MirrorDeclaration, plain_name: str
-) -> tuple[sa.Table, sa.Table]:
+def _setup(engine_url: str, declaration: MirrorDeclaration, plain_name: str) -> sa.Table:
     engine = sa.create_engine(engine_url, poolclass=sa.pool.NullPool)
-    mirror = mirror_table(declaration)
     plain = mirror_table(dataclasses.replace(declaration, table=plain_name))
-    for table in (mirror, plain):
+    for table in (mirror_table(declaration), plain):
         table.drop(engine, checkfirst=True)
         table.create(engine)
     engine.dispose()
-    return mirror, plain
+    return plain
 
 
-def _seed(conn: Any, statements: MirrorStatements, owner: Owner, rows: int) -> None:
-    done = 0
-    while done < rows:
-        step = min(10_000, rows - done)
-        apply_changes(conn, statements, [owner.new_key() for _ in range(step)])
-        conn.commit()
-        done += step
+def _seed(conn: Any, statements: MirrorStatements, owner: Owner, rows: int) -> float:
+    start = time.perf_counter()
+    for done in range(0, rows, 10_000):
+        apply_and_commit(
+            conn, statements, [owner.new_key() for _ in range(min(10_000, rows - done))]
+        )
+    return time.perf_counter() - start
 
 
-def _seed_plain(conn: Any, statements: MirrorStatements, rows: int) -> None:
-    plain = dataclasses.replace(statements, table=statements.table)  # same SQL shape
-    owner = Owner(seed=99)
-    _seed(conn, plain, owner, rows)
+def _rate(size: int, timings: list[float]) -> float:
+    return size / statistics.median(timings) if timings else float("nan")
 
 
 def bench_postgres(declaration: MirrorDeclaration, quick: bool) -> dict[str, float]:
     url = PG_URL.replace("postgresql:", "postgresql+psycopg2:", 1)
-    mirror, plain = _setup(url, declaration, "bench_customer_plain")
+    plain = _setup(url, declaration, "bench_customer_plain")
     conn = psycopg2.connect(PG_URL)
     statements = statements_for(declaration, "postgresql")
     plain_statements = statements_for(
@@ -282,45 +279,36 @@ def bench_postgres(declaration: MirrorDeclaration, quick: bool) -> dict[str, flo
     )
     owner = Owner(seed=1)
     seeded = 100_000
-    t = _timed(lambda: _seed(conn, statements, owner, seeded))
+    took = _seed(conn, statements, owner, seeded)
     _seed(conn, plain_statements, Owner(seed=2), seeded)
-    cursor = conn.cursor()
     conn.autocommit = True
-    cursor.execute(f"VACUUM ANALYZE {mirror.name}")
-    cursor.execute(f"VACUUM ANALYZE {plain.name}")
+    cursor = conn.cursor()
+    for table in (declaration.table, plain.name):
+        cursor.execute(f"VACUUM ANALYZE {table}")
     conn.autocommit = False
-    print(f"PostgreSQL: mirror and plain table seeded with {seeded:,} rows each ({t:.1f} s)")
-    columns = list(statements.columns)
+    print(f"PostgreSQL: mirror and plain table seeded with {seeded:,} rows each ({took:.1f} s)")
+    heads = ("batch", "apply ev/s", "COPY ev/s", "naive ev/s", "vs COPY", "vs naive")
+    print("{:>6} {:>11} {:>11} {:>11} {:>8} {:>9}".format(*heads))
     results: dict[str, float] = {}
-    print(
-        f"{'batch':>6} {'apply ev/s':>12} {'COPY ev/s':>12} {'naive ev/s':>12} {'vs COPY':>8} {'vs naive':>9}"
-    )
     for size in (10, 100, 1000, 10_000):
         apply_t: list[float] = []
         copy_t: list[float] = []
         naive_t: list[float] = []
-        naive_sizes = size <= (100 if quick else 1000)
         for _ in range(_rounds(size, quick)):
             events = owner.batch(size)
-            apply_t.append(
-                _timed(lambda: (apply_changes(conn, statements, events), conn.commit())[1])
-            )
-            fresh = _fresh_keys(events)
-            copy_t.append(_timed(lambda: copy_rows(conn, plain.name, statements, fresh)))
-            _cleanup(conn, plain.name, fresh)
-            if naive_sizes:
-                fresh = _fresh_keys(events)
-                naive_t.append(_timed(lambda: naive_upserts(conn, plain.name, columns, fresh)))
-                _cleanup(conn, plain.name, fresh)
-        apply_rate = size / statistics.median(apply_t)
-        copy_rate = size / statistics.median(copy_t)
-        naive_rate = size / statistics.median(naive_t) if naive_t else float("nan")
+            apply_t.append(_timed_apply(conn, statements, events))
+            copy_t.append(_timed_baseline(copy_rows, conn, plain.name, statements, events))
+            if size <= (100 if quick else 1000):
+                naive_t.append(_timed_baseline(naive_upserts, conn, plain.name, statements, events))
+        apply_rate, copy_rate = _rate(size, apply_t), _rate(size, copy_t)
+        naive_rate = _rate(size, naive_t)
         results[f"pg_ratio_vs_copy_{size}"] = apply_rate / copy_rate
         results[f"pg_ratio_vs_naive_{size}"] = apply_rate / naive_rate
         results[f"pg_apply_events_per_s_{size}"] = apply_rate
         results[f"pg_copy_events_per_s_{size}"] = copy_rate
+        results[f"pg_naive_events_per_s_{size}"] = naive_rate
         print(
-            f"{size:>6} {apply_rate:>12,.0f} {copy_rate:>12,.0f} {naive_rate:>12,.0f} "
+            f"{size:>6} {apply_rate:>11,.0f} {copy_rate:>11,.0f} {naive_rate:>11,.0f} "
             f"{apply_rate / copy_rate:>7.2f}x {apply_rate / naive_rate:>8.1f}x"
         )
     conn.close()
@@ -329,8 +317,11 @@ def bench_postgres(declaration: MirrorDeclaration, quick: bool) -> dict[str, flo
 
 def bench_mariadb(declaration: MirrorDeclaration, quick: bool) -> dict[str, float]:
     parts = urlsplit(MYSQL_URL)
-    url = MYSQL_URL.replace("mysql:", "mysql+pymysql:", 1) + "?charset=utf8mb4"
-    mirror, plain = _setup(url, declaration, "bench_customer_plain")
+    plain = _setup(
+        MYSQL_URL.replace("mysql:", "mysql+pymysql:", 1) + "?charset=utf8mb4",
+        declaration,
+        "bench_customer_plain",
+    )
     conn = pymysql.connect(
         host=parts.hostname or "127.0.0.1",
         port=parts.port or 3306,
@@ -342,29 +333,23 @@ def bench_mariadb(declaration: MirrorDeclaration, quick: bool) -> dict[str, floa
     statements = statements_for(declaration, "mysql")
     owner = Owner(seed=3)
     seeded = 20_000 if quick else 100_000
-    t = _timed(lambda: _seed(conn, statements, owner, seeded))
-    print(f"MariaDB: mirror seeded with {seeded:,} rows ({t:.1f} s)")
-    columns = list(statements.columns)
+    took = _seed(conn, statements, owner, seeded)
+    print(f"MariaDB: mirror seeded with {seeded:,} rows ({took:.1f} s)")
+    print(f"{'batch':>6} {'apply ev/s':>11} {'INSERT ev/s':>12} {'vs INSERT':>10}")
     results: dict[str, float] = {}
-    print(f"{'batch':>6} {'apply ev/s':>12} {'INSERT ev/s':>12} {'vs INSERT':>10}")
     for size in (10, 100, 1000, 10_000):
         apply_t: list[float] = []
         insert_t: list[float] = []
         for _ in range(max(3, _rounds(size, quick) // 2)):
             events = owner.batch(size)
-            apply_t.append(
-                _timed(lambda: (apply_changes(conn, statements, events), conn.commit())[1])
-            )
-            fresh = _fresh_keys(events)
-            insert_t.append(_timed(lambda: multirow_insert(conn, plain.name, columns, fresh)))
-            _cleanup(conn, plain.name, fresh)
-        apply_rate = size / statistics.median(apply_t)
-        insert_rate = size / statistics.median(insert_t)
+            apply_t.append(_timed_apply(conn, statements, events))
+            insert_t.append(_timed_baseline(multirow_insert, conn, plain.name, statements, events))
+        apply_rate, insert_rate = _rate(size, apply_t), _rate(size, insert_t)
         results[f"mariadb_ratio_vs_insert_{size}"] = apply_rate / insert_rate
         results[f"mariadb_apply_events_per_s_{size}"] = apply_rate
-        print(
-            f"{size:>6} {apply_rate:>12,.0f} {insert_rate:>12,.0f} {apply_rate / insert_rate:>9.2f}x"
-        )
+        results[f"mariadb_insert_events_per_s_{size}"] = insert_rate
+        ratio = apply_rate / insert_rate
+        print(f"{size:>6} {apply_rate:>11,.0f} {insert_rate:>12,.0f} {ratio:>9.2f}x")
     conn.close()
     return results
 
