@@ -49,7 +49,8 @@ from contracts import Address, Customer, Tier
 from replication.events import ChangeEvent, deleted, upserted
 from replication.manifest import MirrorDeclaration, load_manifest
 from replication.mirror import apply_changes
-from replication.mirror.statements import MirrorStatements, statements_for
+from replication.mirror.render import statements_for
+from replication.mirror.statements import MirrorStatements
 from replication.mirror.tables import mirror_table
 from replication.mirror.values import COPY, converters
 

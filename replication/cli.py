@@ -80,7 +80,7 @@ def _cmd_mirrors_ddl(args: argparse.Namespace) -> int:
     import sqlalchemy as sa
     from sqlalchemy.schema import CreateTable
 
-    from replication.mirror.statements import sqlalchemy_dialect
+    from replication.mirror.render import sqlalchemy_dialect
     from replication.mirror.tables import mirror_table
 
     dialect = sqlalchemy_dialect(args.dialect)
@@ -94,7 +94,7 @@ def _cmd_mirrors_ddl(args: argparse.Namespace) -> int:
 
 
 def _cmd_mirrors_render(args: argparse.Namespace) -> int:
-    from replication.mirror.statements import statements_for
+    from replication.mirror.render import statements_for
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

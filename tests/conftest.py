@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, settings
 
 import contracts  # noqa: F401  (registers the example contracts)
 from replication.manifest import Manifest, MirrorDeclaration, load_manifest
-from replication.mirror.statements import MirrorStatements, statements_for
+from replication.mirror.render import statements_for
+from replication.mirror.statements import MirrorStatements
 from replication.mirror.tables import mirror_table
 from tests.databases import Database, connect
 

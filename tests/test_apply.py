@@ -27,7 +27,8 @@ from replication.contracts import Contract
 from replication.events import ChangeEvent, deleted, upserted
 from replication.manifest import Manifest, MirrorDeclaration
 from replication.mirror import ApplyResult, apply_changes
-from replication.mirror.statements import DIALECTS, MirrorStatements, statements_for
+from replication.mirror.render import DIALECTS, statements_for
+from replication.mirror.statements import MirrorStatements
 from tests.conftest import create_mirror, fetch_all
 from tests.databases import Database, connect
 from tests.mirror_state import Row, expected_row, key_of, normalize, read_mirror

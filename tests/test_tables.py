@@ -21,7 +21,7 @@ from replication.contracts import Contract
 from replication.events import deleted, upserted
 from replication.manifest import Manifest, MirrorDeclaration
 from replication.mirror import ApplyResult, apply_changes
-from replication.mirror.statements import sqlalchemy_dialect
+from replication.mirror.render import sqlalchemy_dialect
 from replication.mirror.tables import METADATA_COLUMNS, mirror_table
 from tests.conftest import create_mirror, fetch_all
 from tests.databases import Database, connect
