@@ -15,6 +15,7 @@ from __future__ import annotations
 
 __all__ = [
     "KEY_KINDS",
+    "PII_MASK",
     "Contract",
     "ContractInfo",
     "ContractRegistry",
@@ -31,7 +32,7 @@ import re
 import types
 import typing
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
@@ -70,6 +71,8 @@ class _PiiMarker:
 
 
 Pii = _PiiMarker()
+PII_MASK = "<pii>"
+"""What a pii value shows in a repr."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,13 @@ class Contract(BaseModel):
         if problem:
             raise ValueError(problem)
         return value
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        # pii never reaches logs through a repr or an f-string.
+        info = getattr(type(self), "__contract__", None)
+        hidden = info.pii_fields if info is not None else frozenset()
+        for name, value in super().__repr_args__():
+            yield name, (PII_MASK if name in hidden and value is not None else value)
 
     def key_values(self) -> tuple[Any, ...]:
         """The values of the key fields, in key order."""

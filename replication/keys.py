@@ -12,10 +12,13 @@ from __future__ import annotations
 __all__ = ["decode_subject", "encode_subject", "key_text"]
 
 import uuid
-from typing import Any
+from functools import cache
+from typing import Annotated, Any
 from urllib.parse import quote, unquote
 
-from replication.contracts import ContractInfo, unportable_reason
+from pydantic import TypeAdapter, ValidationError
+
+from replication.contracts import Contract, ContractInfo, unportable_reason
 
 
 def key_text(value: Any) -> str:
@@ -25,6 +28,13 @@ def key_text(value: Any) -> str:
     if isinstance(value, uuid.UUID | int | str):
         return str(value)
     raise TypeError(f"a key value must be str, int or UUID, not {type(value).__name__}")
+
+
+@cache
+def _key_field_adapter(model: type[Contract], name: str) -> TypeAdapter[Any]:
+    """Validates one key field with the constraints its contract declares."""
+    field = model.model_fields[name]
+    return TypeAdapter(Annotated[field.annotation, field])
 
 
 def encode_subject(key: tuple[Any, ...]) -> str:
@@ -63,10 +73,15 @@ def decode_subject(info: ContractInfo, subject: str) -> tuple[Any, ...]:
                 f"subject part {part!r} is not in canonical form for key field {spec.name} "
                 f"(expected {key_text(value)!r})"
             )
-        # The contract's own check, which an upsert's data gets: a delete has no data.
+        # The contract's own checks, which an upsert's data gets: a delete has no data.
         problem = unportable_reason(value)
         if problem:
             raise ValueError(f"key field {spec.name} {problem}")
+        try:
+            _key_field_adapter(info.model, spec.name).validate_python(value)
+        except ValidationError as exc:
+            problems = "; ".join(e["msg"] for e in exc.errors(include_url=False))
+            raise ValueError(f"key field {spec.name}: {problems}") from None
         values.append(value)
     canonical = encode_subject(tuple(values))
     if canonical != subject:

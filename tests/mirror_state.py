@@ -51,7 +51,9 @@ def read_mirror(db: Database, statements: MirrorStatements) -> dict[tuple[Any, .
     kinds = statements.kinds[: len(columns)]
     cursor = db.connection.cursor()
     try:
-        cursor.execute(f"SELECT {', '.join(columns)} FROM {statements.table}")
+        q = "`" if db.dialect == "mysql" else '"'
+        names = ", ".join(f"{q}{c}{q}" for c in columns)
+        cursor.execute(f"SELECT {names} FROM {q}{statements.table}{q}")
         rows = cursor.fetchall()
     finally:
         cursor.close()

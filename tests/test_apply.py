@@ -826,3 +826,45 @@ def test_an_older_write_racing_a_newer_one_never_overwrites_it(
     assert_counted_once(results[0])
     assert read_mirror(observer, statements) == rows_of(statements, newer)
     assert read_provenance(observer, statements)[key_of(statements, newer.key)][0] == str(newer.id)
+
+
+class Keyword(
+    Contract, entity="testkit.keyword", version=1, key=("order", "group"), register=False
+):
+    """Every name here is an SQL reserved word."""
+
+    order: str
+    group: int
+    select: str
+    table: bool
+
+
+KEYWORDS = MirrorDeclaration(
+    service="orders",
+    contract=Keyword.__contract__,
+    table="order",
+    fields=("order", "group", "select", "table"),
+)
+
+
+@pytest.mark.parametrize("bulk", [False, True], ids=["values", "bulk"])
+def test_reserved_words_as_table_and_column_names_are_quoted_everywhere(
+    database: Database, bulk: bool
+) -> None:
+    statements = create_mirror(database, KEYWORDS)
+    if bulk:
+        statements = dataclasses.replace(statements, bulk_threshold=1)
+    first = upserted(Keyword(order="a", group=1, select="x", table=True), 1)
+    newer = upserted(Keyword(order="a", group=1, select="y", table=False), 2)
+    gone = deleted(Keyword.__contract__, ("b", 2), 5)
+
+    result = apply_changes(database.connection, statements, [first, newer, gone], bulk=bulk)
+    stale = apply_changes(database.connection, statements, [first], bulk=bulk)
+    database.connection.commit()
+
+    assert result == ApplyResult(received=3, applied=1, deleted=1, collapsed=1)
+    assert stale == ApplyResult(received=1, stale=1)
+    assert read_mirror(database, statements) == {
+        key_of(statements, e.key): expected_row(statements, e.key, e.version, e.data)
+        for e in (newer, gone)
+    }

@@ -274,10 +274,16 @@ def test_a_composite_key_round_trips_through_its_subject(order_id: str, line_no:
         assert decoded.subject == subject
 
 
+class Note(Contract, entity="testkit.note", version=1, key="title", register=False):
+    """A free-form text key: no pattern to satisfy."""
+
+    title: str
+
+
 def test_a_single_key_subject_is_its_canonical_text() -> None:
     assert encode_subject((CUSTOMER_ID,)) == "0b5c6a5e-8d1f-4c1a-9a53-2f7e3c7d9b10"
     assert encode_subject(("a/b c%",)) == "a/b c%"
-    assert decode_subject(Product.__contract__, "a/b c%") == ("a/b c%",)
+    assert decode_subject(Note.__contract__, "a/b c%") == ("a/b c%",)
     assert decode_subject(Customer.__contract__, str(CUSTOMER_ID)) == (CUSTOMER_ID,)
 
 
@@ -579,8 +585,13 @@ BAD_DELETES = [
     ),
     pytest.param(
         wire(product_delete(subject="A" * 65)),
-        "key field sku is longer than 64 characters",
+        "key field sku: String should have at most 64 characters",
         id="key-too-long",
+    ),
+    pytest.param(
+        wire(product_delete(subject="lower-case")),
+        "key field sku: String should match pattern",
+        id="key-violating-its-field-constraint",
     ),
     pytest.param(
         wire(product_delete(subject="SKU\x001")),
@@ -700,6 +711,14 @@ def test_a_rejection_before_the_id_is_read_has_no_event_id(mirrors: Mirrors) -> 
 
     assert error.event_id is None
     assert str(error) == error.reason
+
+
+def test_a_contract_instance_masks_pii_in_its_repr() -> None:
+    for shown in (repr(CUSTOMER), str(CUSTOMER), f"{CUSTOMER}", repr([CUSTOMER])):
+        assert EMAIL not in shown
+        assert "+33123456789" not in shown
+        assert "email='<pii>'" in shown
+        assert f"id=UUID('{CUSTOMER_ID}')" in shown
 
 
 def test_a_change_event_never_shows_pii() -> None:
