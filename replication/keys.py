@@ -34,7 +34,8 @@ def key_text(value: Any) -> str:
 def _key_field_adapter(model: type[Contract], name: str) -> TypeAdapter[Any]:
     """Validates one key field with the constraints its contract declares."""
     field = model.model_fields[name]
-    return TypeAdapter(Annotated[field.annotation, field])
+    annotated: Any = Annotated[field.annotation, field]
+    return TypeAdapter(annotated)
 
 
 def encode_subject(key: tuple[Any, ...]) -> str:
