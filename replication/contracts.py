@@ -26,67 +26,26 @@ __all__ = [
     "unportable_reason",
 ]
 
-import datetime as dt
-import enum
 import re
-import types
-import typing
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
-from pydantic import (
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    FutureDate,
-    FutureDatetime,
-    NaiveDatetime,
-    PastDate,
-    PastDatetime,
-    field_validator,
-)
-from pydantic.fields import FieldInfo
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from replication.errors import ContractDefinitionError, UnknownContractError
-
-FieldKind = Literal[
-    "str", "int", "float", "bool", "decimal", "datetime", "date", "uuid", "enum", "json"
-]
-KEY_KINDS: frozenset[FieldKind] = frozenset({"str", "int", "uuid"})
+from replication.fields import (
+    KEY_KINDS,
+    PII_MASK,
+    FieldKind,
+    FieldSpec,
+    Pii,
+    field_spec,
+    unportable_reason,
+)
 
 ENTITY_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}\.[a-z][a-z0-9_]{0,30}$")
 FIELD_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,58}$")
-_SURROGATE_RE = re.compile("[\ud800-\udfff]")
-_INT64 = range(-(2**63), 2**63)
-
-
-class _PiiMarker:
-    """Annotation marker: the field holds personal data (never logged or printed)."""
-
-    def __repr__(self) -> str:
-        return "Pii"
-
-
-Pii = _PiiMarker()
-PII_MASK = "<pii>"
-"""What a pii value shows in a repr."""
-
-
-@dataclass(frozen=True)
-class FieldSpec:
-    """What a mirror needs to know about one contract field."""
-
-    name: str
-    kind: FieldKind
-    nullable: bool
-    pii: bool = False
-    max_length: int | None = None
-    precision: int | None = None
-    scale: int | None = None
-    enum_values: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -176,41 +135,6 @@ class Contract(BaseModel):
         return tuple(getattr(self, name) for name in self.__contract__.key)
 
 
-def unportable_reason(value: Any) -> str | None:
-    """Why a validated value cannot be stored faithfully by every database, or None."""
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None or value.utcoffset() is None:
-            return "naive datetime: a UTC offset is required"
-        try:
-            value.astimezone(dt.UTC)  # mirrors store datetimes in UTC
-        except OverflowError:
-            return "is out of range once converted to UTC"
-    elif isinstance(value, str):
-        if "\x00" in value:
-            return "contains a NUL character, which databases reject"
-        if _SURROGATE_RE.search(value):
-            return "contains a lone surrogate, which is not valid UTF-8 text"
-    elif isinstance(value, int) and not isinstance(value, bool):
-        if value not in _INT64:
-            return "is outside the 64-bit integer range that databases store"
-    elif isinstance(value, BaseModel):
-        for item in value.__dict__.values():
-            problem = unportable_reason(item)
-            if problem:
-                return problem
-    elif isinstance(value, list | tuple | set | frozenset):
-        for item in value:
-            problem = unportable_reason(item)
-            if problem:
-                return problem
-    elif isinstance(value, dict):
-        for k, item in value.items():
-            problem = unportable_reason(k) or unportable_reason(item)
-            if problem:
-                return problem
-    return None
-
-
 def _build_info(cls: type[Contract], entity: Any, version: Any, key: Any) -> ContractInfo:
     name = cls.__qualname__
     if not isinstance(entity, str) or not ENTITY_RE.match(entity):
@@ -237,7 +161,7 @@ def _build_info(cls: type[Contract], entity: Any, version: Any, key: Any) -> Con
                 "underscores, start with a letter and be at most 59 characters "
                 "(they become SQL column names)"
             )
-        fields[field_name] = _field_spec(name, field_name, info)
+        fields[field_name] = field_spec(name, field_name, info)
     for k in keys:
         if k not in fields:
             raise ContractDefinitionError(
@@ -255,104 +179,6 @@ def _build_info(cls: type[Contract], entity: Any, version: Any, key: Any) -> Con
                 f"{name}.{k}: a key field cannot be pii: keys appear in event subjects and logs"
             )
     return ContractInfo(entity=entity, version=version, key=keys, fields=fields, model=cls)
-
-
-def _field_spec(owner: str, field_name: str, info: FieldInfo) -> FieldSpec:
-    annotation = info.annotation
-    nullable = False
-    args = typing.get_args(annotation)
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        rest = [a for a in args if a is not type(None)]
-        nullable = len(rest) != len(args)
-        if len(rest) != 1:
-            # A union of several types can only be stored as JSON.
-            return FieldSpec(field_name, "json", nullable, pii=_is_pii(info))
-        annotation = rest[0]
-    kind, enum_values = _kind_of(owner, field_name, annotation)
-    max_length = precision = scale = None
-    for meta in info.metadata:
-        if getattr(meta, "max_length", None) is not None:
-            max_length = meta.max_length
-        if getattr(meta, "max_digits", None) is not None:
-            precision = meta.max_digits
-        if getattr(meta, "decimal_places", None) is not None:
-            scale = meta.decimal_places
-    if kind == "enum":
-        max_length = max(len(v) for v in enum_values)
-    return FieldSpec(
-        name=field_name,
-        kind=kind,
-        nullable=nullable,
-        pii=_is_pii(info),
-        max_length=max_length if kind in ("str", "enum") else None,
-        precision=precision if kind == "decimal" else None,
-        scale=scale if kind == "decimal" else None,
-        enum_values=enum_values,
-    )
-
-
-def _is_pii(info: FieldInfo) -> bool:
-    if any(meta is Pii for meta in info.metadata):
-        return True
-    # Inside a union or a container (``Annotated[str, Pii] | None``) the marker stays
-    # on the member.
-    return any(
-        typing.get_origin(member) is typing.Annotated
-        and any(meta is Pii for meta in typing.get_args(member)[1:])
-        for member in typing.get_args(info.annotation)
-    )
-
-
-_SCALARS: tuple[tuple[type, FieldKind], ...] = (
-    (bool, "bool"),  # before int: bool is an int
-    (int, "int"),
-    (float, "float"),
-    (Decimal, "decimal"),
-    (dt.datetime, "datetime"),  # before date: datetime is a date
-    (dt.date, "date"),
-    (uuid.UUID, "uuid"),
-    (str, "str"),
-)
-
-
-def _kind_of(owner: str, field_name: str, annotation: Any) -> tuple[FieldKind, tuple[str, ...]]:
-    origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        return _kind_of(owner, field_name, typing.get_args(annotation)[0])
-    if origin in (list, tuple, set, frozenset, dict) or annotation in (list, dict):
-        return "json", ()
-    if annotation is NaiveDatetime:
-        raise ContractDefinitionError(
-            f"{owner}.{field_name}: naive datetimes are ambiguous; use AwareDatetime or datetime"
-        )
-    if annotation in (AwareDatetime, FutureDatetime, PastDatetime):
-        return "datetime", ()
-    if annotation in (FutureDate, PastDate):
-        return "date", ()
-    if isinstance(annotation, type):
-        if issubclass(annotation, enum.Enum):
-            values = tuple(member.value for member in annotation)
-            if not values:
-                raise ContractDefinitionError(
-                    f"{owner}.{field_name}: an enum field needs at least one member"
-                )
-            if not all(isinstance(v, str) for v in values):
-                raise ContractDefinitionError(
-                    f"{owner}.{field_name}: enum values must be strings "
-                    "(they are stored as text in mirrors)"
-                )
-            return "enum", typing.cast(tuple[str, ...], values)
-        if issubclass(annotation, BaseModel):
-            return "json", ()
-        for base, kind in _SCALARS:
-            if issubclass(annotation, base):
-                return kind, ()
-        if annotation.__module__.startswith("pydantic"):
-            return "str", ()  # EmailStr, AnyUrl and friends are text on the wire
-    raise ContractDefinitionError(
-        f"{owner}.{field_name}: type {annotation!r} cannot be mirrored; use str, int, float, "
-        "bool, Decimal, datetime, date, UUID, a str Enum, a list/dict, or a nested model"
-    )
 
 
 class ContractRegistry:

@@ -1,0 +1,207 @@
+"""Contract fields: what kind of value each holds, and what every database can store.
+
+Pure functions over pydantic's field information: the mirror tables, the
+apply's value conversion and the contract checks all speak in these kinds.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "KEY_KINDS",
+    "PII_MASK",
+    "FieldKind",
+    "FieldSpec",
+    "Pii",
+    "field_spec",
+    "unportable_reason",
+]
+
+import datetime as dt
+import enum
+import re
+import types
+import typing
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    FutureDate,
+    FutureDatetime,
+    NaiveDatetime,
+    PastDate,
+    PastDatetime,
+)
+from pydantic.fields import FieldInfo
+
+from replication.errors import ContractDefinitionError
+
+FieldKind = Literal[
+    "str", "int", "float", "bool", "decimal", "datetime", "date", "uuid", "enum", "json"
+]
+KEY_KINDS: frozenset[FieldKind] = frozenset({"str", "int", "uuid"})
+
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+_INT64 = range(-(2**63), 2**63)
+
+
+class _PiiMarker:
+    """Annotation marker: the field holds personal data (never logged or printed)."""
+
+    def __repr__(self) -> str:
+        return "Pii"
+
+
+Pii = _PiiMarker()
+PII_MASK = "<pii>"
+"""What a pii value shows in a repr."""
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """What a mirror needs to know about one contract field."""
+
+    name: str
+    kind: FieldKind
+    nullable: bool
+    pii: bool = False
+    max_length: int | None = None
+    precision: int | None = None
+    scale: int | None = None
+    enum_values: tuple[str, ...] = ()
+
+
+def unportable_reason(value: Any) -> str | None:
+    """Why a validated value cannot be stored faithfully by every database, or None."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            return "naive datetime: a UTC offset is required"
+        try:
+            value.astimezone(dt.UTC)  # mirrors store datetimes in UTC
+        except OverflowError:
+            return "is out of range once converted to UTC"
+    elif isinstance(value, str):
+        if "\x00" in value:
+            return "contains a NUL character, which databases reject"
+        if _SURROGATE_RE.search(value):
+            return "contains a lone surrogate, which is not valid UTF-8 text"
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if value not in _INT64:
+            return "is outside the 64-bit integer range that databases store"
+    elif isinstance(value, BaseModel):
+        for item in value.__dict__.values():
+            problem = unportable_reason(item)
+            if problem:
+                return problem
+    elif isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            problem = unportable_reason(item)
+            if problem:
+                return problem
+    elif isinstance(value, dict):
+        for k, item in value.items():
+            problem = unportable_reason(k) or unportable_reason(item)
+            if problem:
+                return problem
+    return None
+
+
+def field_spec(owner: str, field_name: str, info: FieldInfo) -> FieldSpec:
+    annotation = info.annotation
+    nullable = False
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        nullable = len(rest) != len(args)
+        if len(rest) != 1:
+            # A union of several types can only be stored as JSON.
+            return FieldSpec(field_name, "json", nullable, pii=_is_pii(info))
+        annotation = rest[0]
+    kind, enum_values = _kind_of(owner, field_name, annotation)
+    max_length = precision = scale = None
+    for meta in info.metadata:
+        if getattr(meta, "max_length", None) is not None:
+            max_length = meta.max_length
+        if getattr(meta, "max_digits", None) is not None:
+            precision = meta.max_digits
+        if getattr(meta, "decimal_places", None) is not None:
+            scale = meta.decimal_places
+    if kind == "enum":
+        max_length = max(len(v) for v in enum_values)
+    return FieldSpec(
+        name=field_name,
+        kind=kind,
+        nullable=nullable,
+        pii=_is_pii(info),
+        max_length=max_length if kind in ("str", "enum") else None,
+        precision=precision if kind == "decimal" else None,
+        scale=scale if kind == "decimal" else None,
+        enum_values=enum_values,
+    )
+
+
+def _is_pii(info: FieldInfo) -> bool:
+    if any(meta is Pii for meta in info.metadata):
+        return True
+    # Inside a union or a container (``Annotated[str, Pii] | None``) the marker stays
+    # on the member.
+    return any(
+        typing.get_origin(member) is typing.Annotated
+        and any(meta is Pii for meta in typing.get_args(member)[1:])
+        for member in typing.get_args(info.annotation)
+    )
+
+
+_SCALARS: tuple[tuple[type, FieldKind], ...] = (
+    (bool, "bool"),  # before int: bool is an int
+    (int, "int"),
+    (float, "float"),
+    (Decimal, "decimal"),
+    (dt.datetime, "datetime"),  # before date: datetime is a date
+    (dt.date, "date"),
+    (uuid.UUID, "uuid"),
+    (str, "str"),
+)
+
+
+def _kind_of(owner: str, field_name: str, annotation: Any) -> tuple[FieldKind, tuple[str, ...]]:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _kind_of(owner, field_name, typing.get_args(annotation)[0])
+    if origin in (list, tuple, set, frozenset, dict) or annotation in (list, dict):
+        return "json", ()
+    if annotation is NaiveDatetime:
+        raise ContractDefinitionError(
+            f"{owner}.{field_name}: naive datetimes are ambiguous; use AwareDatetime or datetime"
+        )
+    if annotation in (AwareDatetime, FutureDatetime, PastDatetime):
+        return "datetime", ()
+    if annotation in (FutureDate, PastDate):
+        return "date", ()
+    if isinstance(annotation, type):
+        if issubclass(annotation, enum.Enum):
+            values = tuple(member.value for member in annotation)
+            if not values:
+                raise ContractDefinitionError(
+                    f"{owner}.{field_name}: an enum field needs at least one member"
+                )
+            if not all(isinstance(v, str) for v in values):
+                raise ContractDefinitionError(
+                    f"{owner}.{field_name}: enum values must be strings "
+                    "(they are stored as text in mirrors)"
+                )
+            return "enum", typing.cast(tuple[str, ...], values)
+        if issubclass(annotation, BaseModel):
+            return "json", ()
+        for base, kind in _SCALARS:
+            if issubclass(annotation, base):
+                return kind, ()
+        if annotation.__module__.startswith("pydantic"):
+            return "str", ()  # EmailStr, AnyUrl and friends are text on the wire
+    raise ContractDefinitionError(
+        f"{owner}.{field_name}: type {annotation!r} cannot be mirrored; use str, int, float, "
+        "bool, Decimal, datetime, date, UUID, a str Enum, a list/dict, or a nested model"
+    )
