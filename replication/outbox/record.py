@@ -1,0 +1,70 @@
+"""Recording change events in the caller's transaction.
+
+An event exists if and only if the business change committed: the outbox row
+is inserted on the same connection, in the same transaction, as the change.
+"""
+
+from __future__ import annotations
+
+__all__ = ["outbox_row", "record_delete", "record_event", "record_upsert"]
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from replication.contracts import Contract, ContractInfo
+from replication.events import ChangeEvent, deleted, encode_event, upserted
+from replication.outbox.table import outbox_table
+
+_DEFAULT = outbox_table()
+
+
+def outbox_row(event: ChangeEvent) -> dict[str, Any]:
+    """The outbox row of a change event."""
+    return {
+        "event_id": str(event.id),
+        "entity": event.entity,
+        "contract_version": event.contract.version,
+        "op": event.op,
+        "subject": event.subject,
+        "entity_version": event.version,
+        "payload": encode_event(event).decode(),
+        "created_at": event.time.astimezone(dt.UTC),
+    }
+
+
+def _connection(target: sa.Connection | Session) -> sa.Connection:
+    return target.connection() if isinstance(target, Session) else target
+
+
+def record_event(
+    target: sa.Connection | Session, *events: ChangeEvent, table: sa.Table = _DEFAULT
+) -> None:
+    """Insert change events into the outbox, in the transaction of ``target``."""
+    if events:
+        _connection(target).execute(table.insert(), [outbox_row(e) for e in events])
+
+
+def record_upsert(
+    target: sa.Connection | Session, state: Contract, version: int, *, table: sa.Table = _DEFAULT
+) -> ChangeEvent:
+    """Record that ``state`` is its key's full state at ``version``; returns the event."""
+    event = upserted(state, version)
+    record_event(target, event, table=table)
+    return event
+
+
+def record_delete(
+    target: sa.Connection | Session,
+    contract: type[Contract] | ContractInfo,
+    key: Any,
+    version: int,
+    *,
+    table: sa.Table = _DEFAULT,
+) -> ChangeEvent:
+    """Record that ``key`` was deleted at ``version``; returns the event."""
+    event = deleted(contract, key, version)
+    record_event(target, event, table=table)
+    return event

@@ -1,0 +1,406 @@
+"""The relay: gets every outbox row onto its topic at least once, in per-key order.
+
+One cycle (:meth:`Relay.relay_once`) is one small transaction:
+
+1. claim up to ``batch_size`` unpublished rows that are due, in id order,
+   with ``FOR UPDATE SKIP LOCKED`` where the database has it, so several
+   relays share the work;
+2. keep, per key, only the rows that are the head of that key's unpublished
+   rows (the earliest ones, with nothing of another relay or in back-off
+   before them), so an older version is never published after a newer one;
+3. publish with ``PublishBatch`` (at most 10 entries and 256 KiB a call, a
+   key at most once a call); an entry SNS reports as failed stays
+   unpublished with a back-off, and later rows of its key wait for it;
+4. mark what was published and commit.
+
+A crash between publishing and marking republishes those rows: consumers
+absorb the duplicates (ARCHITECTURE section 4, rule 5).
+"""
+
+from __future__ import annotations
+
+__all__ = ["Relay", "RelayConfig", "RelayStats", "TopicRoute", "TopicRouter"]
+
+import datetime as dt
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from replication.manifest import Manifest
+from replication.outbox.publisher import (
+    MAX_BATCH_ENTRIES,
+    OutgoingMessage,
+    Publisher,
+    PublishError,
+)
+from replication.outbox.table import outbox_table
+from replication.payloads import EXTENDED_SIZE_ATTRIBUTE, SNS_MAX_BYTES, PayloadStore
+from replication.topology.naming import DEFAULT_PREFIX, topic_arn, topic_name
+
+
+@dataclass(frozen=True)
+class TopicRoute:
+    """Where the events of one entity version go."""
+
+    topic_arn: str
+    fifo: bool = False
+
+
+class TopicRouter:
+    """Maps ``(entity, major version)`` to its topic."""
+
+    def __init__(self, routes: dict[tuple[str, int], TopicRoute]) -> None:
+        self._routes = dict(routes)
+
+    @classmethod
+    def for_manifest(
+        cls,
+        manifest: Manifest,
+        *,
+        region: str,
+        account: str,
+        prefix: str = DEFAULT_PREFIX,
+        partition: str = "aws",
+    ) -> TopicRouter:
+        """The topics of every entity the service owns, named as ARCHITECTURE section 5 says."""
+        routes = {}
+        for owned in manifest.owns:
+            name = topic_name(owned.entity, owned.version, prefix=prefix, fifo=owned.fifo)
+            arn = topic_arn(name, region=region, account=account, partition=partition)
+            routes[(owned.entity, owned.version)] = TopicRoute(arn, owned.fifo)
+        return cls(routes)
+
+    def route(self, entity: str, version: int) -> TopicRoute | None:
+        """The topic of an entity version, or None when this relay does not publish it."""
+        return self._routes.get((entity, version))
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """How a relay claims, retries and cleans up."""
+
+    batch_size: int = 200
+    """Rows claimed per transaction."""
+    backoff_base: float = 1.0
+    """Seconds before the first retry of a failed row; doubles per attempt."""
+    backoff_max: float = 300.0
+    retention: dt.timedelta = dt.timedelta(days=7)
+    """How long published rows are kept before :meth:`Relay.purge_published` removes them."""
+
+
+@dataclass
+class RelayStats:
+    """What relay cycles did."""
+
+    claimed: int = 0
+    published: int = 0
+    failed: int = 0
+    held: int = 0
+    """Rows left for later because an earlier row of their key is not published yet."""
+    offloaded: int = 0
+    throttled: int = 0
+    cycles: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, other: RelayStats) -> None:
+        """Accumulate another cycle's figures."""
+        self.claimed += other.claimed
+        self.published += other.published
+        self.failed += other.failed
+        self.held += other.held
+        self.offloaded += other.offloaded
+        self.throttled += other.throttled
+        self.cycles += other.cycles
+        self.errors = (self.errors + other.errors)[-20:]
+
+
+@dataclass
+class _Row:
+    id: int
+    event_id: str
+    entity: str
+    contract_version: int
+    op: str
+    subject: str
+    payload: str
+    attempts: int
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.entity, self.subject)
+
+
+class Relay:
+    """Publishes an owner's outbox rows to their topics."""
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        publisher: Publisher,
+        router: TopicRouter,
+        *,
+        payloads: PayloadStore | None = None,
+        config: RelayConfig | None = None,
+        table: sa.Table | None = None,
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.publisher = publisher
+        self.router = router
+        self.payloads = payloads
+        self.config = config or RelayConfig()
+        self.table = table if table is not None else outbox_table()
+        self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self._naive = engine.dialect.name != "postgresql"
+        self._skip_locked = engine.dialect.name in ("postgresql", "mysql", "mariadb")
+
+    def _db_time(self, when: dt.datetime) -> dt.datetime:
+        # MySQL and SQLite columns hold UTC without an offset.
+        return when.astimezone(dt.UTC).replace(tzinfo=None) if self._naive else when
+
+    def relay_once(self) -> RelayStats:
+        """One claim, publish and mark cycle in one transaction."""
+        stats = RelayStats(cycles=1)
+        now = self._clock()
+        with self.engine.begin() as conn:
+            rows = self._claim(conn, now)
+            stats.claimed = len(rows)
+            if not rows:
+                return stats
+            ready = self._heads(conn, rows)
+            stats.held = len(rows) - len(ready)
+            published, failures = self._publish(ready, stats)
+            stats.published = len(published)
+            stats.failed = len(failures)
+            self._mark(conn, published, failures, now)
+        return stats
+
+    def drain(self, *, should_stop: Callable[[], bool] = lambda: False) -> RelayStats:
+        """Run cycles until nothing due is left to publish, or ``should_stop()``."""
+        total = RelayStats()
+        while not should_stop():
+            stats = self.relay_once()
+            total.add(stats)
+            if stats.published == 0:
+                break
+            if stats.throttled:
+                time.sleep(min(self.config.backoff_max, self.config.backoff_base))
+        return total
+
+    def pending(self) -> int:
+        """How many rows are not published yet."""
+        t = self.table
+        with self.engine.connect() as conn:
+            count = conn.execute(
+                sa.select(sa.func.count()).select_from(t).where(t.c.published_at.is_(None))
+            ).scalar_one()
+        return int(count)
+
+    def purge_published(self) -> int:
+        """Delete rows published longer ago than the retention; returns how many."""
+        t = self.table
+        cutoff = self._db_time(self._clock() - self.config.retention)
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                sa.delete(t).where(t.c.published_at.is_not(None), t.c.published_at < cutoff)
+            )
+        return int(result.rowcount or 0)
+
+    # -- one cycle ---------------------------------------------------------------------
+
+    def _claim(self, conn: sa.Connection, now: dt.datetime) -> list[_Row]:
+        t = self.table
+        query = (
+            sa.select(
+                t.c.id,
+                t.c.event_id,
+                t.c.entity,
+                t.c.contract_version,
+                t.c.op,
+                t.c.subject,
+                t.c.payload,
+                t.c.attempts,
+            )
+            .where(t.c.published_at.is_(None))
+            .where(sa.or_(t.c.next_attempt_at.is_(None), t.c.next_attempt_at <= self._db_time(now)))
+            .order_by(t.c.id)
+            .limit(self.config.batch_size)
+        )
+        if self._skip_locked:
+            query = query.with_for_update(skip_locked=True)
+        return [_Row(*row) for row in conn.execute(query)]
+
+    def _heads(self, conn: sa.Connection, rows: list[_Row]) -> list[_Row]:
+        """The claimed rows whose every earlier unpublished row of the same key is claimed too."""
+        t = self.table
+        mine = {row.id for row in rows}
+        last = max(mine)
+        keys = sorted({row.key for row in rows})
+        unpublished: dict[tuple[str, str], list[int]] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            query = (
+                sa.select(t.c.entity, t.c.subject, t.c.id)
+                .where(t.c.published_at.is_(None), t.c.id <= last)
+                .where(sa.tuple_(t.c.entity, t.c.subject).in_(chunk))
+                .order_by(t.c.id)
+            )
+            for entity, subject, row_id in conn.execute(query):
+                unpublished.setdefault((entity, subject), []).append(row_id)
+        allowed: set[int] = set()
+        for ids in unpublished.values():
+            for row_id in ids:
+                if row_id not in mine:
+                    break  # another relay's, or in back-off: wait for it
+                allowed.add(row_id)
+        return [row for row in rows if row.id in allowed]
+
+    def _message(self, row: _Row, fifo: bool, stats: RelayStats) -> OutgoingMessage:
+        attributes = {
+            "entity": row.entity,
+            "op": row.op,
+            "contract_version": str(row.contract_version),
+        }
+        message = OutgoingMessage(
+            id=str(row.id),
+            body=row.payload,
+            attributes=attributes,
+            group_id=row.subject if fifo else None,
+            deduplication_id=row.event_id if fifo else None,
+        )
+        if message.size() <= SNS_MAX_BYTES:
+            return message
+        if self.payloads is None:
+            raise _UnpublishableRowError(
+                f"encoded event is {message.size()} bytes, over the SNS limit of "
+                f"{SNS_MAX_BYTES}, and no S3 bucket is configured for large payloads"
+            )
+        pointer = self.payloads.offload(row.event_id, row.payload)
+        stats.offloaded += 1
+        return OutgoingMessage(
+            id=message.id,
+            body=pointer,
+            attributes=attributes,
+            group_id=message.group_id,
+            deduplication_id=message.deduplication_id,
+            number_attributes={EXTENDED_SIZE_ATTRIBUTE: len(row.payload.encode())},
+        )
+
+    def _publish(
+        self, rows: list[_Row], stats: RelayStats
+    ) -> tuple[list[int], dict[int, tuple[int, str]]]:
+        published: list[int] = []
+        failures: dict[int, tuple[int, str]] = {}
+        failed_keys: set[tuple[str, str]] = set()
+        by_topic: dict[str, list[tuple[_Row, OutgoingMessage]]] = {}
+        for row in rows:
+            route = self.router.route(row.entity, row.contract_version)
+            if route is None:
+                failures[row.id] = (
+                    row.attempts,
+                    f"no topic for {row.entity} v{row.contract_version}",
+                )
+                failed_keys.add(row.key)
+                continue
+            if row.key in failed_keys:
+                continue
+            try:
+                message = self._message(row, route.fifo, stats)
+            except _UnpublishableRowError as exc:
+                failures[row.id] = (row.attempts, str(exc))
+                failed_keys.add(row.key)
+                continue
+            except Exception as exc:  # S3 unreachable: retry the row later
+                failures[row.id] = (row.attempts, f"offloading to S3 failed: {exc}")
+                failed_keys.add(row.key)
+                continue
+            by_topic.setdefault(route.topic_arn, []).append((row, message))
+        for arn, items in by_topic.items():
+            for batch in _batches(items):
+                batch = [(r, m) for r, m in batch if r.key not in failed_keys]
+                if not batch:
+                    continue
+                try:
+                    result = self.publisher.publish_batch(arn, [m for _, m in batch])
+                except PublishError as exc:
+                    for row, _ in batch:
+                        failures[row.id] = (row.attempts, str(exc))
+                        failed_keys.add(row.key)
+                    stats.errors.append(str(exc))
+                    if exc.throttled:
+                        stats.throttled += 1
+                        return published, failures  # slow down: stop this cycle
+                    continue
+                for row, message in batch:
+                    reason = result.failed.get(message.id)
+                    if reason is None:
+                        published.append(row.id)
+                    else:
+                        failures[row.id] = (row.attempts, reason)
+                        failed_keys.add(row.key)
+        return published, failures
+
+    def _mark(
+        self,
+        conn: sa.Connection,
+        published: list[int],
+        failures: dict[int, tuple[int, str]],
+        now: dt.datetime,
+    ) -> None:
+        t = self.table
+        stamp = self._db_time(now)
+        for start in range(0, len(published), 1000):
+            chunk = published[start : start + 1000]
+            conn.execute(sa.update(t).where(t.c.id.in_(chunk)).values(published_at=stamp))
+        if failures:
+            conn.execute(
+                sa.update(t)
+                .where(t.c.id == sa.bindparam("row_id"))
+                .values(
+                    attempts=t.c.attempts + 1,
+                    next_attempt_at=sa.bindparam("retry_at"),
+                    last_error=sa.bindparam("error"),
+                ),
+                [
+                    {
+                        "row_id": row_id,
+                        "retry_at": self._db_time(now + self._backoff(attempts)),
+                        "error": error[:2000],
+                    }
+                    for row_id, (attempts, error) in failures.items()
+                ],
+            )
+
+    def _backoff(self, attempts: int) -> dt.timedelta:
+        delay = min(self.config.backoff_max, self.config.backoff_base * 2**attempts)
+        return dt.timedelta(seconds=delay * random.uniform(0.5, 1.0))  # noqa: S311
+
+
+class _UnpublishableRowError(Exception):
+    """A row that cannot be published as it is."""
+
+
+def _batches(
+    items: Iterable[tuple[_Row, OutgoingMessage]],
+) -> Iterable[list[tuple[_Row, OutgoingMessage]]]:
+    """PublishBatch calls in id order: at most 10 entries, 256 KiB, a key once per call."""
+    batch: list[tuple[_Row, OutgoingMessage]] = []
+    keys: set[tuple[str, str]] = set()
+    size = 0
+    for row, message in items:
+        message_size = message.size()
+        if batch and (
+            len(batch) == MAX_BATCH_ENTRIES
+            or row.key in keys
+            or size + message_size > SNS_MAX_BYTES
+        ):
+            yield batch
+            batch, keys, size = [], set(), 0
+        batch.append((row, message))
+        keys.add(row.key)
+        size += message_size
+    if batch:
+        yield batch
