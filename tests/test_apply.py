@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import Field
+from pydantic import Field, HttpUrl
 
 from contracts import Address, Customer, Product, Tier
 from replication.contracts import Contract
@@ -868,3 +868,122 @@ def test_reserved_words_as_table_and_column_names_are_quoted_everywhere(
         key_of(statements, e.key): expected_row(statements, e.key, e.version, e.data)
         for e in (newer, gone)
     }
+
+
+# -- review findings: transactions, lock order, stamps, names, wide values ------------------
+
+
+def test_a_connection_in_autocommit_is_refused_and_nothing_is_written(
+    database: Database, customers: MirrorStatements
+) -> None:
+    raw = database.connection
+    if database.dialect == "sqlite":
+        raw.isolation_level = None
+    else:
+        raw.autocommit(True) if database.dialect == "mysql" else setattr(raw, "autocommit", True)
+    events = [upserted(customer(n), 1) for n in range(1, 601)]
+
+    with pytest.raises(ValueError, match="this connection is in autocommit mode"):
+        apply_changes(raw, customers, events)
+
+    assert read_mirror(database, customers) == {}
+
+
+@pytest.mark.parametrize("bulk", [False, True], ids=["values", "bulk"])
+def test_concurrent_batches_over_the_same_keys_in_opposite_orders_do_not_deadlock(
+    three_sessions: tuple[Database, Database, Database], orders_manifest: Manifest, bulk: bool
+) -> None:
+    first, second, observer = three_sessions
+    statements = bulk_or_not(create_mirror(first, orders_manifest.mirror("crm.customer")), bulk)
+    seed = [upserted(customer(n), 1) for n in range(1, 1501)]
+    apply_changes(first.connection, statements, seed)
+    first.connection.commit()
+    ascending = [upserted(customer(n, " a"), 2) for n in range(1, 1501)]
+    descending = [upserted(customer(n, " d"), 3) for n in range(1500, 0, -1)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def write(db: Database, events: list[ChangeEvent]) -> None:
+        try:
+            start.wait()
+            apply_changes(db.connection, statements, events)
+            db.connection.commit()
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=write, args=(first, ascending)),
+        threading.Thread(target=write, args=(second, descending)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert errors == []
+    assert read_mirror(observer, statements) == rows_of(statements, *descending)
+
+
+def test_the_same_event_applied_twice_with_the_same_now_is_stale_the_second_time(
+    database: Database, customers: MirrorStatements
+) -> None:
+    event = upserted(customer(1), 1)
+
+    first = apply_changes(database.connection, customers, [event], now=T0)
+    second = apply_changes(database.connection, customers, [event], now=T0)
+    database.connection.commit()
+
+    assert first == ApplyResult(received=1, applied=1)
+    assert second == ApplyResult(received=1, stale=1)
+
+
+def test_mirrors_with_long_names_sharing_a_prefix_get_their_own_stage_tables(
+    database: Database, orders_manifest: Manifest
+) -> None:
+    long_customer = dataclasses.replace(orders_manifest.mirror("crm.customer"), table="m" * 63)
+    long_product = dataclasses.replace(
+        orders_manifest.mirror("catalog.product"), table="m" * 62 + "p"
+    )
+    customers = bulk_or_not(create_mirror(database, long_customer), True)
+    products = bulk_or_not(create_mirror(database, long_product), True)
+    people = [upserted(customer(n), 1) for n in range(1, 4)]
+    goods = [upserted(product(f"P-{n}"), 1) for n in range(1, 4)]
+
+    assert apply_changes(database.connection, customers, people).applied == 3
+    assert apply_changes(database.connection, products, goods).applied == 3
+    database.connection.commit()
+
+    assert read_mirror(database, customers) == rows_of(customers, *people)
+    assert read_mirror(database, products) == rows_of(products, *goods)
+
+
+class Page(Contract, entity="testkit.page", version=1, key="slug", register=False):
+    """A URL-typed field and unbounded text."""
+
+    slug: str
+    url: HttpUrl
+    body: str
+
+
+PAGES = MirrorDeclaration(
+    service="orders",
+    contract=Page.__contract__,
+    table="page_mirror",
+    fields=("slug", "url", "body"),
+)
+
+
+@pytest.mark.parametrize("bulk", [False, True], ids=["values", "bulk"])
+def test_url_fields_and_text_over_64_kib_are_stored_whole(database: Database, bulk: bool) -> None:
+    statements = bulk_or_not(create_mirror(database, PAGES), bulk)
+    page = Page.model_validate(
+        {"slug": "home", "url": "https://example.com/a?b=c", "body": "é" * 70_000}
+    )
+
+    result = apply_changes(database.connection, statements, [upserted(page, 1)], bulk=bulk)
+    database.connection.commit()
+
+    assert result.applied == 1
+    [(url, body)] = fetch_all(database, "SELECT url, body FROM page_mirror")
+    assert url == "https://example.com/a?b=c"
+    assert body == "é" * 70_000

@@ -24,6 +24,7 @@ __all__ = ["apply_changes", "dialect_of"]
 
 import datetime as dt
 import io
+import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -86,11 +87,18 @@ def apply_changes(
                 f"{event!r} is not for mirror {statements.table} "
                 f"({statements.entity} v{statements.contract_version})"
             )
+    if _in_autocommit(raw, actual):
+        # Each statement would commit on its own: the batch would not be atomic, and
+        # PostgreSQL's stage table (ON COMMIT DELETE ROWS) would empty before the merge.
+        raise ValueError(
+            "apply_changes runs inside the caller's transaction; "
+            "this connection is in autocommit mode"
+        )
     reduced = reduce_batch(events)
     collapsed = len(events) - len(reduced)
     if not reduced:
         return ApplyResult(received=len(events), collapsed=collapsed)
-    applied_at = now or dt.datetime.now(dt.UTC)
+    applied_at = _unique_stamp(now or dt.datetime.now(dt.UTC))
     cursor = raw.cursor()
     try:
         if statements.dialect == "mysql":
@@ -114,6 +122,31 @@ def apply_changes(
         stale=len(reduced) - len(written),
         collapsed=collapsed,
     )
+
+
+def _in_autocommit(raw: Any, dialect: str) -> bool:
+    if dialect == "sqlite":
+        return raw.isolation_level is None
+    if dialect == "mysql":
+        return bool(getattr(raw, "autocommit_mode", False))  # PyMySQL
+    return getattr(raw, "autocommit", False) is True  # psycopg2
+
+
+_last_stamp = dt.datetime.min.replace(tzinfo=dt.UTC)
+_stamp_lock = threading.Lock()
+
+
+def _unique_stamp(now: dt.datetime) -> dt.datetime:
+    """``now``, moved forward by microseconds if needed so no two calls share a stamp.
+
+    MySQL tells which rows a call wrote by its event id and applied-at stamp; two
+    calls applying the same event with the same stamp would be indistinguishable.
+    """
+    global _last_stamp
+    with _stamp_lock:
+        stamp = max(now, _last_stamp + dt.timedelta(microseconds=1))
+        _last_stamp = stamp
+    return stamp
 
 
 def _values(statements: MirrorStatements, event: ChangeEvent, applied_at: dt.datetime) -> list[Any]:

@@ -42,10 +42,14 @@ class ApplyResult:
 
 
 def reduce_batch(events: Iterable[ChangeEvent]) -> list[ChangeEvent]:
-    """Keep, for each key, only the event with the highest version (first seen on ties)."""
+    """Keep, for each key, only the event with the highest version (first seen on ties).
+
+    The result is sorted by key, so that concurrent appliers lock rows in one
+    order and do not deadlock each other.
+    """
     best: dict[tuple[Any, ...], ChangeEvent] = {}
     for event in events:
         current = best.get(event.key)
         if current is None or event.version > current.version:
             best[event.key] = event
-    return list(best.values())
+    return [best[key] for key in sorted(best)]

@@ -15,6 +15,8 @@ __all__ = [
     "statements_for",
 ]
 
+import hashlib
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Dialect
@@ -54,6 +56,16 @@ def sqlalchemy_dialect(name: str) -> Dialect:
     raise ValueError(f"unsupported dialect {name!r} (supported: {', '.join(DIALECTS)})")
 
 
+def _stage_name(table: str) -> str:
+    # Identifiers stop at 63 characters on PostgreSQL: a long table name gets a
+    # hashed suffix instead of being cut to a prefix another mirror may share.
+    name = f"_stage_{table}"
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha256(table.encode()).hexdigest()[:10]
+    return f"_stage_{table[:45]}_{digest}"
+
+
 def statements_for(declaration: MirrorDeclaration, dialect: str) -> MirrorStatements:
     """Render the statements of a declared mirror for a dialect."""
     return render_statements(declaration, mirror_table(declaration), dialect)
@@ -85,7 +97,7 @@ def render_statements(
     insert_prefix = f"INSERT INTO {t} ({', '.join(q)}) VALUES "
     updated = [quote(c) for c in (*fields, *meta) if c != VERSION]
     v, d = quote(VERSION), quote(DELETED)
-    stage = quote(f"_stage_{table.name}")
+    stage = quote(_stage_name(table.name))
     stage_setup = stage_copy = stage_merge = stage_clear = ""
     if dialect in ("postgresql", "sqlite"):
         sets = ", ".join(f"{c} = excluded.{c}" for c in [*updated, v])
@@ -99,7 +111,11 @@ def render_statements(
                 f"(LIKE {t} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
             )
             stage_copy = f"COPY {stage} ({', '.join(q)}) FROM STDIN"
-            stage_merge = f"INSERT INTO {t} ({', '.join(q)}) SELECT {', '.join(q)} FROM {stage}"
+            # ORDER BY the key: concurrent appliers lock rows in one order.
+            stage_merge = (
+                f"INSERT INTO {t} ({', '.join(q)}) SELECT {', '.join(q)} FROM {stage} "
+                f"ORDER BY {', '.join(qkey)}"
+            )
             stage_merge += suffix
             stage_clear = f"DELETE FROM {stage}"
     else:

@@ -51,6 +51,8 @@ METADATA_COLUMNS: tuple[tuple[str, FieldKind], ...] = (
 _TEXT_DIALECTS = ("mysql", "mariadb", "sqlite")
 FILLFACTOR = 85
 ENUM_TEXT_LENGTH = 64
+VARCHAR_LIMIT = 2000
+"""Longer declared text becomes TEXT: MySQL caps a whole row at 65,535 bytes."""
 
 
 def _timestamp() -> TypeEngine[Any]:
@@ -93,7 +95,10 @@ def column_type(spec: FieldSpec, *, key: bool = False) -> TypeEngine[Any]:
     if kind == "str":
         if key:
             return KeyString(spec.max_length or KEY_TEXT_LENGTH)
-        return sa.String(spec.max_length) if spec.max_length else sa.Text()
+        if spec.max_length and spec.max_length <= VARCHAR_LIMIT:
+            return sa.String(spec.max_length)
+        # MySQL's TEXT stops at 64 KiB; the contract allows more.
+        return sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
     if kind == "enum":
         # Text, not a native enum: a new value of up to ENUM_TEXT_LENGTH
         # characters needs no schema migration.

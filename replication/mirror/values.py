@@ -34,6 +34,11 @@ def _text(value: Any) -> Any:
     return None if value is None else str(value)
 
 
+def _str(value: Any) -> Any:
+    # pydantic types such as URLs validate to objects whose text is the value.
+    return value if value is None or type(value) is str else str(value)
+
+
 def _enum(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return value.value
@@ -67,9 +72,10 @@ def _bool_int(value: Any) -> Any:
 
 
 _PARAM: dict[str, dict[str, Converter]] = {
-    "postgresql": {"uuid": _text, "enum": _enum, "json": _json},
-    "mysql": {"uuid": _text, "enum": _enum, "json": _json, "datetime": _utc_naive},
+    "postgresql": {"str": _str, "uuid": _text, "enum": _enum, "json": _json},
+    "mysql": {"str": _str, "uuid": _text, "enum": _enum, "json": _json, "datetime": _utc_naive},
     "sqlite": {
+        "str": _str,
         "uuid": _text,
         "enum": _enum,
         "json": _json,

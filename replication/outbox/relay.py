@@ -24,7 +24,8 @@ __all__ = ["Relay", "RelayConfig", "RelayStats", "TopicRoute", "TopicRouter"]
 import datetime as dt
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -165,7 +166,7 @@ class Relay:
         """One claim, publish and mark cycle in one transaction."""
         stats = RelayStats(cycles=1)
         now = self._clock()
-        with self.engine.begin() as conn:
+        with self._transaction() as conn:
             rows = self._claim(conn, now)
             stats.claimed = len(rows)
             if not rows:
@@ -177,6 +178,16 @@ class Relay:
             stats.failed = len(failures)
             self._mark(conn, published, failures, now)
         return stats
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sa.Connection]:
+        # READ COMMITTED: InnoDB's default REPEATABLE READ would take gap locks on
+        # the claimed range and deadlock with owners inserting new outbox rows.
+        with self.engine.connect() as conn:
+            if self._skip_locked:
+                conn = conn.execution_options(isolation_level="READ COMMITTED")
+            with conn.begin():
+                yield conn
 
     def drain(self, *, should_stop: Callable[[], bool] = lambda: False) -> RelayStats:
         """Run cycles until nothing due is left to publish, or ``should_stop()``."""
@@ -297,6 +308,8 @@ class Relay:
         failed_keys: set[tuple[str, str]] = set()
         by_topic: dict[str, list[tuple[_Row, OutgoingMessage]]] = {}
         for row in rows:
+            if row.key in failed_keys:
+                continue  # an earlier row of this key failed: keep the order
             route = self.router.route(row.entity, row.contract_version)
             if route is None:
                 failures[row.id] = (
@@ -304,8 +317,6 @@ class Relay:
                     f"no topic for {row.entity} v{row.contract_version}",
                 )
                 failed_keys.add(row.key)
-                continue
-            if row.key in failed_keys:
                 continue
             try:
                 message = self._message(row, route.fifo, stats)

@@ -1,0 +1,84 @@
+"""The crm business line: owns customers, publishes every change through the outbox.
+
+Its code is ordinary SQLAlchemy ORM. One declaration (``tracker.track``) ties
+the ``CustomerRow`` model to the ``crm.customer`` contract; from then on each
+flush writes the change events in the same transaction as the rows, with the
+row's ``version`` column as the per-key version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from contracts import Address, Customer, Tier
+from replication.outbox import outbox_table
+from replication.outbox.orm import OutboxTracker
+
+
+class Base(DeclarativeBase):
+    """crm's own tables."""
+
+
+class CustomerRow(Base):
+    """crm's customer table: the source of truth."""
+
+    __tablename__ = "crm_customers"
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    email: Mapped[str] = mapped_column(sa.String(320))
+    tier: Mapped[str] = mapped_column(sa.String(16))
+    credit_limit: Mapped[Decimal] = mapped_column(sa.Numeric(12, 2))
+    created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True))
+    tags: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
+    street: Mapped[str] = mapped_column(sa.String(200))
+    city: Mapped[str] = mapped_column(sa.String(100))
+    postal_code: Mapped[str] = mapped_column(sa.String(20))
+    country: Mapped[str] = mapped_column(sa.String(2))
+    phone: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
+    version: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+
+    __mapper_args__: dict[str, Any] = {"version_id_col": version}
+
+
+def to_contract(row: CustomerRow) -> Customer:
+    """The published state of a customer row."""
+    created = row.created_at
+    if created.tzinfo is None:  # SQLite and MySQL hand back UTC without an offset
+        created = created.replace(tzinfo=dt.UTC)
+    return Customer(
+        id=uuid.UUID(row.id),
+        name=row.name,
+        email=row.email,
+        tier=Tier(row.tier),
+        credit_limit=row.credit_limit,
+        created_at=created,
+        tags=list(row.tags or []),
+        address=Address(
+            street=row.street, city=row.city, postal_code=row.postal_code, country=row.country
+        ),
+        phone=row.phone,
+    )
+
+
+tracker = OutboxTracker()
+tracker.track(CustomerRow, Customer, to_contract=to_contract)
+
+
+def create_schema(engine: sa.Engine) -> None:
+    """crm's tables and its outbox (Alembic does this in production)."""
+    Base.metadata.create_all(engine)
+    outbox_table().create(engine, checkfirst=True)
+
+
+def sessions(engine: sa.Engine) -> sessionmaker[Session]:
+    """crm's sessions, which publish their customer changes."""
+    factory = sessionmaker(engine, expire_on_commit=False)
+    tracker.install(factory)
+    return factory

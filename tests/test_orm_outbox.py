@@ -1,0 +1,118 @@
+"""The ORM integration on every dialect: flushes write exactly the matching outbox rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from examples.crm.service import Base, CustomerRow, create_schema, sessions
+from replication.events import decode_event
+from replication.outbox import outbox_table
+from replication.outbox.orm import UnpublishableChangeError
+from tests.test_outbox import engine_for
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
+def crm(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[sa.Engine, sessionmaker[Session]]]:
+    engine = engine_for(request.param, tmp_path)
+    Base.metadata.drop_all(engine)
+    outbox_table().drop(engine, checkfirst=True)
+    create_schema(engine)
+    yield engine, sessions(engine)
+    engine.dispose()
+
+
+def new_customer(**changes: Any) -> CustomerRow:
+    values: dict[str, Any] = {
+        "id": str(uuid.uuid4()),
+        "name": "Ada",
+        "email": "ada@example.com",
+        "tier": "gold",
+        "credit_limit": Decimal("1000.00"),
+        "created_at": dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
+        "tags": ["b2b"],
+        "street": "1 Main St",
+        "city": "Lyon",
+        "postal_code": "69001",
+        "country": "FR",
+    }
+    values.update(changes)
+    return CustomerRow(**values)
+
+
+def outbox(engine: sa.Engine) -> list[dict[str, Any]]:
+    t = outbox_table()
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(t.c.payload).order_by(t.c.id)).scalars()
+        return [json.loads(p) for p in rows]
+
+
+def test_insert_update_and_delete_write_their_events_at_the_rows_versions(
+    crm: tuple[sa.Engine, sessionmaker[Session]],
+) -> None:
+    engine, factory = crm
+    row = new_customer()
+    with factory.begin() as session:
+        session.add(row)
+    with factory.begin() as session:
+        session.get_one(CustomerRow, row.id).tier = "platinum"
+    with factory.begin() as session:
+        session.get_one(CustomerRow, row.id).name = "Ada"  # unchanged: no event
+    with factory.begin() as session:
+        session.delete(session.get_one(CustomerRow, row.id))
+
+    events = outbox(engine)
+    assert [(e["type"], e["entityversion"]) for e in events] == [
+        ("crm.customer.upserted", 1),
+        ("crm.customer.upserted", 2),
+        ("crm.customer.deleted", 3),
+    ]
+    assert {e["subject"] for e in events} == {row.id}
+    assert events[1]["data"]["tier"] == "platinum"
+    decoded = decode_event(json.dumps(events[0]))
+    assert decoded.data is not None
+    assert decoded.data.model_dump(mode="json")["address"]["city"] == "Lyon"
+
+
+def test_a_rolled_back_session_writes_no_event(
+    crm: tuple[sa.Engine, sessionmaker[Session]],
+) -> None:
+    engine, factory = crm
+    with factory() as session:
+        session.add(new_customer())
+        session.flush()
+        written = session.execute(sa.select(sa.func.count()).select_from(outbox_table()))
+        assert written.scalar() == 1  # the flush wrote it, in the session's transaction
+        session.rollback()
+
+    assert outbox(engine) == []
+
+
+def test_a_row_that_violates_its_contract_cannot_be_committed(
+    crm: tuple[sa.Engine, sessionmaker[Session]],
+) -> None:
+    engine, factory = crm
+    bad = new_customer(email="not-an-email", credit_limit=Decimal("-5.00"))
+
+    with pytest.raises(UnpublishableChangeError) as error, factory.begin() as session:
+        session.add(bad)
+
+    message = str(error.value)
+    assert "does not satisfy crm.customer v1" in message
+    assert "email:" in message
+    assert "credit_limit:" in message
+    assert "not-an-email" not in message  # pii is never echoed
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(CustomerRow)).scalar() == 0
+    assert outbox(engine) == []
