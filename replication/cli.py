@@ -110,6 +110,28 @@ def _cmd_mirrors_render(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_relay(args: argparse.Namespace) -> int:
+    from replication.outbox.runner import RelaySettings, build_relay, run_forever
+
+    [manifest] = _selected(_manifests(args.manifests), args.service)
+    defaults = RelaySettings.from_environment()
+    settings = RelaySettings(
+        prefix=args.prefix or defaults.prefix,
+        payload_bucket=args.payload_bucket or defaults.payload_bucket,
+        batch_size=args.batch_size or defaults.batch_size,
+    )
+    relay = build_relay(manifest, settings)
+    if args.once:
+        stats = relay.drain()
+        print(
+            f"published {stats.published}, failed {stats.failed}, held {stats.held}, "
+            f"pending {relay.pending()}"
+        )
+        return EXIT_OK
+    run_forever(relay, poll_interval=args.poll_interval, out=sys.stdout)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``replication`` command."""
     parser = argparse.ArgumentParser(
@@ -166,6 +188,30 @@ def build_parser() -> argparse.ArgumentParser:
             help="database dialect (default: postgresql)",
         )
     ddl.set_defaults(func=_cmd_mirrors_ddl)
+
+    relay = groups.add_parser(
+        "relay",
+        help="publish an owner's outbox to SNS until stopped (SIGTERM/SIGINT)",
+        description="Publish the outbox of an owner service to its SNS topics. The database "
+        "URL comes from the environment variable its manifest names; AWS from the standard "
+        "configuration (AWS_ENDPOINT_URL, AWS_REGION, profiles).",
+        epilog="Example: CRM_DATABASE_URL=postgresql://... replication relay --service crm",
+    )
+    relay.add_argument("--service", required=True, help="the owner service to relay for")
+    relay.add_argument(
+        "--manifests", nargs="+", default=["examples"], help="manifest files or folders"
+    )
+    relay.add_argument("--once", action="store_true", help="drain once and exit")
+    relay.add_argument(
+        "--poll-interval",
+        type=float,
+        default=5.0,
+        help="seconds between polls where there is no LISTEN/NOTIFY (default 5)",
+    )
+    relay.add_argument("--prefix", help="resource name prefix (default $REPLICATION_PREFIX or dev)")
+    relay.add_argument("--payload-bucket", help="S3 bucket for events over 256 KiB")
+    relay.add_argument("--batch-size", type=int, help="rows claimed per transaction (200)")
+    relay.set_defaults(func=_cmd_relay)
     render.add_argument("--out", default="build/statements", help="output folder")
     render.set_defaults(func=_cmd_mirrors_render)
     return parser

@@ -1,0 +1,208 @@
+"""Running a relay: wiring from a manifest, the scheduled Lambda, the long-running process.
+
+- :func:`build_relay` wires a relay for one owner service from its manifest and
+  the standard AWS configuration (``AWS_ENDPOINT_URL``, profiles, regions).
+- :func:`lambda_handler` runs on a schedule and drains until close to its
+  timeout. Configure it with ``REPLICATION_MANIFEST`` (the service's
+  replication.yaml), the database URL variable the manifest names, and
+  optionally ``REPLICATION_PREFIX`` and ``REPLICATION_PAYLOAD_BUCKET``.
+- :func:`run_forever` is ``replication relay``: it drains, then waits for
+  PostgreSQL ``NOTIFY`` (or polls other databases), reports throughput, and
+  stops between cycles on SIGTERM/SIGINT, so nothing is lost or marked twice.
+"""
+
+from __future__ import annotations
+
+__all__ = ["RelaySettings", "build_relay", "lambda_handler", "run_forever"]
+
+import os
+import select
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from replication.errors import ConfigurationError
+from replication.manifest import Manifest, load_manifest
+from replication.outbox.publisher import SnsPublisher
+from replication.outbox.relay import Relay, RelayConfig, RelayStats, TopicRouter
+from replication.outbox.table import NOTIFY_CHANNEL
+from replication.topology.naming import DEFAULT_PREFIX
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    """Where a relay publishes, beyond what the manifest says."""
+
+    prefix: str = DEFAULT_PREFIX
+    payload_bucket: str | None = None
+    batch_size: int = 200
+
+    @classmethod
+    def from_environment(cls) -> RelaySettings:
+        """Settings from ``REPLICATION_PREFIX``, ``_PAYLOAD_BUCKET`` and ``_RELAY_BATCH_SIZE``."""
+        return cls(
+            prefix=os.environ.get("REPLICATION_PREFIX", DEFAULT_PREFIX),
+            payload_bucket=os.environ.get("REPLICATION_PAYLOAD_BUCKET") or None,
+            batch_size=int(os.environ.get("REPLICATION_RELAY_BATCH_SIZE", "200")),
+        )
+
+
+def database_url(manifest: Manifest) -> str:
+    """The owner's database URL, from the environment variable its manifest names."""
+    url = os.environ.get(manifest.database_url_env)
+    if not url:
+        raise ConfigurationError(
+            f"service {manifest.service}: environment variable {manifest.database_url_env} "
+            "(named by database.url_env in its manifest) is not set"
+        )
+    return url
+
+
+def build_relay(manifest: Manifest, settings: RelaySettings, *, url: str | None = None) -> Relay:
+    """A relay for the entities ``manifest``'s service owns."""
+    import boto3
+    import sqlalchemy as sa
+
+    from replication.payloads import PayloadStore
+
+    if not manifest.owns:
+        raise ConfigurationError(f"service {manifest.service} owns no entity: nothing to relay")
+    session = boto3.session.Session()
+    region = session.region_name
+    if not region:
+        raise ConfigurationError(
+            "no AWS region configured: set AWS_REGION or AWS_DEFAULT_REGION, or use a profile"
+        )
+    account = session.client("sts").get_caller_identity()["Account"]
+    partition = session.get_partition_for_region(region)
+    router = TopicRouter.for_manifest(
+        manifest, region=region, account=account, prefix=settings.prefix, partition=partition
+    )
+    payloads = None
+    if settings.payload_bucket:
+        payloads = PayloadStore(session.client("s3"), settings.payload_bucket)
+    engine = sa.create_engine(url or database_url(manifest), pool_pre_ping=True)
+    return Relay(
+        engine,
+        SnsPublisher(session.client("sns")),
+        router,
+        payloads=payloads,
+        config=RelayConfig(batch_size=settings.batch_size),
+    )
+
+
+_lambda_relay: Relay | None = None
+
+
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Scheduled Lambda: drain the outbox until it is empty or the time is nearly up."""
+    global _lambda_relay
+    if _lambda_relay is None:  # built on the first invocation, reused while warm
+        manifest = load_manifest(Path(os.environ["REPLICATION_MANIFEST"]))
+        _lambda_relay = build_relay(manifest, RelaySettings.from_environment())
+    margin_ms = int(os.environ.get("REPLICATION_RELAY_MARGIN_MS", "10000"))
+    stats = _lambda_relay.drain(
+        should_stop=lambda: context.get_remaining_time_in_millis() < margin_ms
+    )
+    return {
+        "published": stats.published,
+        "failed": stats.failed,
+        "held": stats.held,
+        "offloaded": stats.offloaded,
+        "cycles": stats.cycles,
+    }
+
+
+class _Waiter:
+    """Sleeps until the outbox may have new rows: a PostgreSQL NOTIFY, or a poll interval."""
+
+    def __init__(self, relay: Relay, poll_interval: float) -> None:
+        self.poll_interval = poll_interval
+        self._listener: Any = None
+        if relay.engine.dialect.name == "postgresql":
+            raw = relay.engine.raw_connection()
+            driver: Any = raw.driver_connection
+            driver.autocommit = True
+            driver.cursor().execute(f"LISTEN {NOTIFY_CHANNEL}")
+            self._raw = raw
+            self._listener = driver
+
+    @property
+    def listening(self) -> bool:
+        return self._listener is not None
+
+    def wait(self, stop: threading.Event) -> None:
+        if self._listener is None:
+            stop.wait(self.poll_interval)
+            return
+        deadline = time.monotonic() + self.poll_interval
+        while not stop.is_set() and time.monotonic() < deadline:
+            ready, _, _ = select.select([self._listener], [], [], 0.5)
+            if ready:
+                self._listener.poll()
+                if self._listener.notifies:
+                    self._listener.notifies.clear()
+                    return
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._raw.close()
+
+
+def run_forever(
+    relay: Relay,
+    *,
+    poll_interval: float = 5.0,
+    report_every: float = 10.0,
+    out: TextIO,
+    stop: threading.Event | None = None,
+    install_signals: bool = True,
+) -> RelayStats:
+    """Relay until SIGTERM/SIGINT (or ``stop``); returns the totals."""
+    stop = stop or threading.Event()
+    if install_signals:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, _stopper(stop, out))
+    waiter = _Waiter(relay, poll_interval)
+    mode = "LISTEN/NOTIFY" if waiter.listening else f"polling every {poll_interval:g} s"
+    print(f"relay started ({mode}); {relay.pending()} row(s) pending", file=out, flush=True)
+    total = RelayStats()
+    started = last_report = time.monotonic()
+    reported = 0
+    try:
+        while not stop.is_set():
+            total.add(relay.drain(should_stop=stop.is_set))
+            now = time.monotonic()
+            if now - last_report >= report_every:
+                rate = (total.published - reported) / (now - last_report)
+                print(
+                    f"published {total.published} ({rate:.0f}/s), failed {total.failed}, "
+                    f"pending {relay.pending()}",
+                    file=out,
+                    flush=True,
+                )
+                last_report, reported = now, total.published
+            if not stop.is_set():
+                waiter.wait(stop)
+    finally:
+        waiter.close()
+    elapsed = time.monotonic() - started
+    print(
+        f"relay stopped: published {total.published} in {elapsed:.1f} s, failed {total.failed}, "
+        f"pending {relay.pending()}",
+        file=out,
+        flush=True,
+    )
+    return total
+
+
+def _stopper(stop: threading.Event, out: TextIO) -> Callable[[int, Any], None]:
+    def handle(signum: int, frame: Any) -> None:
+        print(f"{signal.Signals(signum).name}: finishing the current cycle", file=out, flush=True)
+        stop.set()
+
+    return handle

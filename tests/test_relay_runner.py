@@ -1,0 +1,146 @@
+"""Run modes of the relay: the long-running command and the scheduled Lambda handler."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+import replication.outbox.runner as runner
+from tests.aws import CREDENTIALS, MotoServer, bodies, drain_queue, moto_server, subscribed_queue
+from tests.test_outbox import engine_for, reset_owner, sell
+
+ROOT = Path(__file__).resolve().parent.parent
+TOPIC = "dev-catalog-product-v1"
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoServer]:
+    with moto_server() as server:
+        yield server
+
+
+def catalog_queue(moto: MotoServer) -> str:
+    arn = moto.client("sns").create_topic(Name=TOPIC)["TopicArn"]
+    return subscribed_queue(moto, arn, f"dev-orders--catalog-{uuid.uuid4().hex[:8]}")
+
+
+def wait_for_messages(moto: MotoServer, queue: str, count: int, timeout: float) -> list[Any]:
+    got: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < count and time.monotonic() < deadline:
+        got += bodies(drain_queue(moto, queue, idle_rounds=1))
+        time.sleep(0.1)
+    return got
+
+
+def start_relay(moto: MotoServer, url: str, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    env = {**moto.env(), "CATALOG_DATABASE_URL": url, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "replication.cli", "relay", "--service", "catalog", *extra],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    first = process.stdout.readline()
+    assert "relay started" in first, first + (process.stderr.read() if process.stderr else "")
+    return process, first
+
+
+@pytest.mark.parametrize(
+    ("dialect", "mode", "extra"),
+    [
+        ("postgresql", "LISTEN/NOTIFY", ["--poll-interval", "120"]),
+        ("mysql", "polling every 0.3 s", ["--poll-interval", "0.3"]),
+    ],
+)
+def test_the_relay_command_publishes_new_rows_and_stops_cleanly_on_sigterm(
+    dialect: str, mode: str, extra: list[str], moto: MotoServer, tmp_path: Path
+) -> None:
+    engine = engine_for(dialect, tmp_path)
+    reset_owner(engine)
+    queue = catalog_queue(moto)
+    process, started = start_relay(moto, engine.url.render_as_string(False), *extra)
+    assert f"relay started ({mode})" in started
+    try:
+        events = [sell(engine, f"SKU-{n}", n) for n in range(5)]
+        # With a two-minute poll interval only a NOTIFY can wake it this fast.
+        got = wait_for_messages(moto, queue, 5, timeout=15)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert sorted(b["id"] for b in got) == sorted(str(e.id) for e in events)
+    assert process.returncode == 0, err
+    assert "SIGTERM: finishing the current cycle" in out
+    assert "relay stopped: published 5" in out
+    assert "pending 0" in out
+    engine.dispose()
+
+
+def test_the_relay_command_explains_a_missing_database_variable(moto: MotoServer) -> None:
+    env = {k: v for k, v in moto.env().items() if k != "CATALOG_DATABASE_URL"}
+    done = subprocess.run(
+        [sys.executable, "-m", "replication.cli", "relay", "--service", "catalog", "--once"],
+        cwd=ROOT,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "CATALOG_DATABASE_URL (named by database.url_env in its manifest) is not set" in (
+        done.stderr
+    )
+
+
+class LambdaContext:
+    """The part of Lambda's context object the handler reads."""
+
+    def __init__(self, remaining_ms: int) -> None:
+        self.remaining_ms = remaining_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+def test_the_scheduled_lambda_drains_the_outbox_and_stops_near_its_timeout(
+    moto: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = engine_for("postgresql", tmp_path)
+    reset_owner(engine)
+    queue = catalog_queue(moto)
+    for name, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": moto.endpoint}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("REPLICATION_MANIFEST", str(ROOT / "examples/catalog/replication.yaml"))
+    monkeypatch.setenv("CATALOG_DATABASE_URL", engine.url.render_as_string(False))
+    monkeypatch.setattr(runner, "_lambda_relay", None)
+    events = [sell(engine, f"SKU-{n}", n) for n in range(25)]
+
+    nearly_out = runner.lambda_handler({"source": "aws.events"}, LambdaContext(5_000))
+    assert nearly_out["published"] == 0
+
+    result = runner.lambda_handler({"source": "aws.events"}, LambdaContext(60_000))
+    assert result["published"] == 25
+    got = bodies(drain_queue(moto, queue))
+    assert sorted(b["id"] for b in got) == sorted(str(e.id) for e in events)
+    engine.dispose()
+    with engine.connect() as conn:
+        assert (
+            conn.execute(
+                sa.text("SELECT count(*) FROM replication_outbox WHERE published_at IS NULL")
+            ).scalar()
+            == 0
+        )
