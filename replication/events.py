@@ -20,10 +20,11 @@ __all__ = [
 
 import datetime as dt
 import json
+import math
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NoReturn
 
 from pydantic import ValidationError
 
@@ -50,7 +51,19 @@ REQUIRED_ATTRIBUTES = (
     "data",
 )
 _KNOWN = frozenset(REQUIRED_ATTRIBUTES)
-_MAJOR_RE = re.compile(r"[0-9]{1,9}")
+# ASCII digits only, no leading zero: 'v01' would be a second spelling of 'v1'.
+_MAJOR_RE = re.compile(r"[1-9][0-9]{0,8}")
+# The only text uuid.UUID writes; it also reads braces, 'urn:uuid:', upper case, no hyphens.
+_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# RFC 3339 section 5.6 (date-time), with the offset left optional so that a naive
+# time gets its own reason. [0-9], not \d, which matches every Unicode digit.
+_RFC3339_RE = re.compile(
+    r"(?P<year>[0-9]{4})-(?P<month>[0-9]{2})-(?P<day>[0-9]{2})[Tt]"
+    r"(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})(?:\.(?P<fraction>[0-9]+))?"
+    r"(?P<offset>[Zz]|(?P<sign>[+-])(?P<offset_hour>[0-9]{2}):(?P<offset_minute>[0-9]{2}))?"
+)
+_SHOWN_LENGTH = 80
+"""How much of an offending key or number a reason quotes."""
 MAX_ENTITY_VERSION = 2**63 - 1
 """The highest entity version a mirror's 64-bit version column holds."""
 
@@ -175,13 +188,56 @@ def to_document(event: ChangeEvent) -> dict[str, Any]:
 
 def encode_event(event: ChangeEvent) -> bytes:
     """The event's wire form: compact UTF-8 JSON."""
-    return json.dumps(to_document(event), separators=(",", ":"), ensure_ascii=False).encode()
+    document = to_document(event)
+    try:
+        # Python would write the tokens NaN and Infinity, which are not JSON.
+        text = json.dumps(document, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError as exc:
+        raise ValueError(
+            f"{event!r} cannot be encoded ({exc}): NaN and Infinity have no JSON form"
+        ) from None
+    return text.encode()
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise InvalidEventError(f"not valid JSON: {name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        # Valid JSON syntax, but Python reads it as Infinity, which no JSON or database holds.
+        raise InvalidEventError(f"not valid JSON: {_shortened(text)} overflows to Infinity")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        # json.loads would silently keep the last value; other readers keep the first.
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise InvalidEventError(
+                    f"duplicate key {_shortened(key)!r}: a JSON object must not repeat a key"
+                )
+            seen.add(key)
+    return obj
+
+
+def _shortened(text: str) -> str:
+    return text if len(text) <= _SHOWN_LENGTH else f"{text[:_SHOWN_LENGTH]}..."
 
 
 def decode_event(raw: bytes | str, contracts: ContractRegistry = registry) -> ChangeEvent:
     """Parse and validate a wire event; raises InvalidEventError naming what is wrong."""
     try:
-        document = json.loads(raw)
+        document = json.loads(
+            raw,
+            object_pairs_hook=_unique_keys,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+        )
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidEventError(f"not valid JSON: {exc}") from None
     except RecursionError:
@@ -210,10 +266,12 @@ def _decode_document(doc: dict[str, Any], contracts: ContractRegistry) -> Change
     for name in ("id", "source", "type", "subject", "time", "dataschema", "datacontenttype"):
         if not isinstance(doc[name], str) or not doc[name]:
             raise fail(f"attribute {name} must be a non-empty string, got {doc[name]!r}")
-    try:
-        parsed_id = uuid.UUID(doc["id"])
-    except ValueError:
-        raise fail(f"id must be a UUID, got {doc['id']!r}") from None
+    if not _UUID_RE.fullmatch(doc["id"]):
+        raise fail(
+            "id must be a UUID in canonical form (lower-case, hyphenated 8-4-4-4-12), "
+            f"got {doc['id']!r}"
+        )
+    parsed_id = uuid.UUID(doc["id"])
     if doc["datacontenttype"] != CONTENT_TYPE:
         raise fail(f"datacontenttype must be {CONTENT_TYPE!r}, got {doc['datacontenttype']!r}")
     info = _contract_of(doc, contracts, fail)
@@ -255,10 +313,10 @@ def _contract_of(doc: dict[str, Any], contracts: ContractRegistry, fail: Any) ->
     schema: str = doc["dataschema"]
     prefix = "contract:"
     entity, sep, major = schema.removeprefix(prefix).rpartition("/v")
-    # ASCII digits only: str.isdigit() also accepts digits int() refuses, such as '²'.
     if not schema.startswith(prefix) or not sep or not _MAJOR_RE.fullmatch(major):
         raise fail(
-            f"dataschema must look like 'contract:<owner>.<entity>/v<major>', got {schema!r}"
+            f"dataschema must look like 'contract:<owner>.<entity>/v<major>' (major: a positive "
+            f"integer without leading zeros), got {schema!r}"
         )
     try:
         info = contracts.get(entity, int(major))
@@ -283,17 +341,46 @@ def _op_of(doc: dict[str, Any], info: ContractInfo, fail: Any) -> Op:
 
 
 def _time_of(value: str, fail: Any) -> dt.datetime:
+    # Not datetime.fromisoformat: it also reads ISO 8601 forms RFC 3339 excludes (basic
+    # format, week dates, 'T00Z', any separator, a comma before the fraction).
+    match = _RFC3339_RE.fullmatch(value)
+    if match is None:
+        raise fail(f"time must be an RFC 3339 timestamp, got {value!r}")
+    if match["offset"] is None:
+        raise fail(f"time {value!r} has no UTC offset (naive datetimes are ambiguous)")
     try:
-        when = dt.datetime.fromisoformat(value)
+        when = _datetime_of(match)
     except ValueError:
         raise fail(f"time must be an RFC 3339 timestamp, got {value!r}") from None
-    if when.tzinfo is None:
-        raise fail(f"time {value!r} has no UTC offset (naive datetimes are ambiguous)")
     try:
         when.astimezone(dt.UTC)  # mirrors store event times in UTC
     except OverflowError:
         raise fail(f"time {value!r} is out of range once converted to UTC") from None
     return when
+
+
+def _datetime_of(match: re.Match[str]) -> dt.datetime:
+    """The datetime of an RFC 3339 match; ValueError when a part is out of range."""
+    if match["offset"] in ("Z", "z"):
+        zone = dt.UTC
+    else:
+        hours, minutes = int(match["offset_hour"]), int(match["offset_minute"])
+        if hours > 23 or minutes > 59:
+            raise ValueError("offset out of range")
+        sign = -1 if match["sign"] == "-" else 1
+        zone = dt.timezone(sign * dt.timedelta(hours=hours, minutes=minutes))
+    # Digits past the microsecond are dropped, as datetime cannot hold them.
+    micro = (match["fraction"] or "")[:6].ljust(6, "0")
+    return dt.datetime(
+        int(match["year"]),
+        int(match["month"]),
+        int(match["day"]),
+        int(match["hour"]),
+        int(match["minute"]),
+        int(match["second"]),
+        int(micro),
+        tzinfo=zone,
+    )
 
 
 def _check_key_lengths(info: ContractInfo, key: tuple[Any, ...], fail: Any) -> None:

@@ -18,6 +18,7 @@ __all__ = [
 
 import datetime as dt
 import enum
+import math
 import re
 import types
 import typing
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
+import pydantic
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -34,6 +36,8 @@ from pydantic import (
     NaiveDatetime,
     PastDate,
     PastDatetime,
+    SecretBytes,
+    SecretStr,
 )
 from pydantic.fields import FieldInfo
 
@@ -46,6 +50,13 @@ KEY_KINDS: frozenset[FieldKind] = frozenset({"str", "int", "uuid"})
 
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 _INT64 = range(-(2**63), 2**63)
+_NOT_FINITE = (
+    "is not a finite number: NaN and Infinity have no JSON form and not every database stores them"
+)
+# pydantic.Secret (a generic secret of any type) exists from pydantic 2.7 on.
+_SECRET_TYPES: tuple[type, ...] = tuple(
+    t for t in (SecretStr, SecretBytes, getattr(pydantic, "Secret", None)) if t is not None
+)
 
 
 class _PiiMarker:
@@ -91,6 +102,12 @@ def unportable_reason(value: Any) -> str | None:
     elif isinstance(value, int) and not isinstance(value, bool):
         if value not in _INT64:
             return "is outside the 64-bit integer range that databases store"
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            return _NOT_FINITE
+    elif isinstance(value, Decimal):
+        if not value.is_finite():
+            return _NOT_FINITE
     elif isinstance(value, BaseModel):
         for item in value.__dict__.values():
             problem = unportable_reason(item)
@@ -110,7 +127,16 @@ def unportable_reason(value: Any) -> str | None:
 
 
 def field_spec(owner: str, field_name: str, info: FieldInfo) -> FieldSpec:
+    """What a mirror needs to know about one field; ContractDefinitionError if it cannot hold it."""
+    secret = _secret_in(info.annotation, set())
+    if secret is not None:
+        raise ContractDefinitionError(
+            f"{owner}.{field_name}: holds a {secret.__name__}, and secrets do not belong in "
+            "replicated data (every consumer would keep a copy); replicate a reference to the "
+            "secret instead"
+        )
     annotation = info.annotation
+    constraints = list(info.metadata)
     nullable = False
     args = typing.get_args(annotation)
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
@@ -120,15 +146,23 @@ def field_spec(owner: str, field_name: str, info: FieldInfo) -> FieldSpec:
             # A union of several types can only be stored as JSON.
             return FieldSpec(field_name, "json", nullable, pii=_is_pii(info))
         annotation = rest[0]
+        # In ``Annotated[Decimal, Field(...)] | None`` the constraints stay on the member.
+        constraints.extend(_member_constraints(annotation))
     kind, enum_values = _kind_of(owner, field_name, annotation)
     max_length = precision = scale = None
-    for meta in info.metadata:
+    for meta in constraints:
         if getattr(meta, "max_length", None) is not None:
             max_length = meta.max_length
         if getattr(meta, "max_digits", None) is not None:
             precision = meta.max_digits
         if getattr(meta, "decimal_places", None) is not None:
             scale = meta.decimal_places
+    if kind == "decimal" and (precision is None or scale is None):
+        raise ContractDefinitionError(
+            f"{owner}.{field_name}: a Decimal field must declare max_digits and decimal_places, "
+            "e.g. Field(max_digits=12, decimal_places=2): mirrors store it as NUMERIC(p, s), "
+            "which would otherwise round or overflow silently"
+        )
     if kind == "enum":
         max_length = max(len(v) for v in enum_values)
     return FieldSpec(
@@ -141,6 +175,36 @@ def field_spec(owner: str, field_name: str, info: FieldInfo) -> FieldSpec:
         scale=scale if kind == "decimal" else None,
         enum_values=enum_values,
     )
+
+
+def _member_constraints(member: Any) -> list[Any]:
+    """The constraint metadata of an ``Annotated`` union member (none for a bare type)."""
+    if typing.get_origin(member) is not typing.Annotated:
+        return []
+    found: list[Any] = []
+    for meta in typing.get_args(member)[1:]:
+        found.extend(meta.metadata if isinstance(meta, FieldInfo) else [meta])
+    return found
+
+
+def _secret_in(annotation: Any, seen: set[type]) -> type | None:
+    """The pydantic secret type ``annotation`` holds at any depth (nested models too), or None."""
+    origin = typing.get_origin(annotation)
+    outer = origin if isinstance(origin, type) else annotation
+    if isinstance(outer, type):
+        if issubclass(outer, _SECRET_TYPES):
+            return outer
+        if issubclass(outer, BaseModel) and outer not in seen:
+            seen.add(outer)  # a model may refer to itself
+            for field in outer.model_fields.values():
+                found = _secret_in(field.annotation, seen)
+                if found is not None:
+                    return found
+    for arg in typing.get_args(annotation):
+        found = _secret_in(arg, seen)
+        if found is not None:
+            return found
+    return None
 
 
 def _is_pii(info: FieldInfo) -> bool:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
 from replication.contracts import ContractInfo, ContractRegistry, registry
 from replication.errors import ManifestError, ManifestIssue
@@ -55,13 +55,15 @@ class OwnedEntity(_Strict):
     """An entity the service owns and publishes."""
 
     entity: str
-    version: int = Field(ge=1)
-    fifo: bool = False
+    # Strict: YAML reads true/yes/on as booleans, which a lax int or bool field would take
+    # as 1 (and "yes" as True); a manifest says exactly what it means.
+    version: StrictInt = Field(ge=1)
+    fifo: StrictBool = False
 
 
 class _Mirrored(_Strict):
     entity: str
-    version: int = Field(ge=1)
+    version: StrictInt = Field(ge=1)
     table: str
     fields: list[str] = Field(min_length=1)
 

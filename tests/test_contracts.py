@@ -19,8 +19,14 @@ from pydantic import (
     BaseModel,
     Field,
     FutureDatetime,
+    HttpUrl,
     NaiveDatetime,
     PastDate,
+    Secret,
+    SecretBytes,
+    SecretStr,
+    ValidationError,
+    condecimal,
     create_model,
 )
 
@@ -129,7 +135,7 @@ def test_a_key_must_name_an_existing_field() -> None:
     ("annotation", "kind"),
     [
         (bool, "bool"),
-        (Decimal, "decimal"),
+        (Annotated[Decimal, Field(max_digits=12, decimal_places=2)], "decimal"),
         (float, "float"),
         (dt.datetime, "datetime"),
         (dt.date, "date"),
@@ -201,6 +207,97 @@ def test_an_enum_without_members_is_refused() -> None:
     message = refusal({"id": str, "colour": Empty})
 
     assert message == "Widget.colour: an enum field needs at least one member"
+
+
+DECIMAL_WITHOUT_PRECISION_AND_SCALE = (
+    "Widget.amount: a Decimal field must declare max_digits and decimal_places, "
+    "e.g. Field(max_digits=12, decimal_places=2): mirrors store it as NUMERIC(p, s), "
+    "which would otherwise round or overflow silently"
+)
+
+
+@pytest.mark.parametrize(
+    "annotation",
+    [
+        Decimal,
+        Decimal | None,
+        Annotated[Decimal, Pii],
+        Annotated[Decimal, Field(max_digits=12)],
+        Annotated[Decimal, Field(decimal_places=2)],
+        Annotated[Decimal, Field(max_digits=12)] | None,
+        Annotated[Decimal, Field(ge=0)],
+        condecimal(max_digits=12),
+    ],
+)
+def test_a_decimal_field_must_declare_its_precision_and_scale(annotation: Any) -> None:
+    assert refusal({"id": str, "amount": annotation}) == DECIMAL_WITHOUT_PRECISION_AND_SCALE
+
+
+class Credentials(BaseModel):
+    user: str
+    password: SecretStr
+
+
+class Account(BaseModel):
+    name: str
+    credentials: Credentials | None = None
+
+
+@pytest.mark.parametrize(
+    ("annotation", "secret"),
+    [
+        (SecretStr, "SecretStr"),
+        (SecretBytes, "SecretBytes"),
+        (SecretStr | None, "SecretStr"),
+        (Annotated[SecretStr, Pii], "SecretStr"),
+        (Annotated[SecretStr, Field(min_length=8)] | None, "SecretStr"),
+        (SecretStr | int, "SecretStr"),
+        (list[SecretStr], "SecretStr"),
+        (dict[str, SecretBytes], "SecretBytes"),
+        (Secret[int], "Secret"),
+        (Credentials, "SecretStr"),
+        (list[Account], "SecretStr"),
+    ],
+)
+def test_a_secret_field_is_refused(annotation: Any, secret: str) -> None:
+    message = refusal({"id": str, "token": annotation})
+
+    assert message == (
+        f"Widget.token: holds a {secret}, and secrets do not belong in replicated data "
+        "(every consumer would keep a copy); replicate a reference to the secret instead"
+    )
+
+
+@pytest.mark.parametrize(
+    ("annotation", "value"),
+    [
+        (float, float("nan")),
+        (float, float("inf")),
+        (float, "-Infinity"),
+        (float | None, "NaN"),
+        (list[float], [1.5, float("inf")]),
+        (dict[str, Any], {"a": Decimal("NaN")}),
+        (dict[str, Any], {"a": [Decimal("-Infinity")]}),
+    ],
+)
+def test_a_contract_instance_refuses_non_finite_numbers(annotation: Any, value: Any) -> None:
+    model = declare({"id": str, "x": annotation})
+
+    with pytest.raises(ValidationError, match=re.escape("is not a finite number")) as caught:
+        model.model_validate({"id": "w-1", "x": value})
+    [error] = caught.value.errors()
+    assert error["loc"] == ("x",)
+    assert "NaN and Infinity have no JSON form" in error["msg"]
+
+
+@pytest.mark.parametrize(
+    ("annotation", "value"),
+    [(float, 1e308), (float, -0.0), (dict[str, Any], {"a": Decimal("1E+400")})],
+)
+def test_a_contract_instance_keeps_finite_numbers(annotation: Any, value: Any) -> None:
+    model = declare({"id": str, "x": annotation})
+
+    assert model.model_validate({"id": "w-1", "x": value}).model_dump()["x"] == value
 
 
 def test_a_refused_declaration_is_a_configuration_error() -> None:
@@ -328,6 +425,28 @@ def test_the_product_contract_field_specs() -> None:
         (Annotated[str | None, Pii], FieldSpec("x", "str", nullable=True, pii=True)),
         (Annotated[str, Pii] | None, FieldSpec("x", "str", nullable=True, pii=True)),
         (Annotated[int, Pii] | str, FieldSpec("x", "json", nullable=False, pii=True)),
+        (
+            Annotated[Decimal, Field(max_digits=5, decimal_places=2)],
+            FieldSpec("x", "decimal", nullable=False, precision=5, scale=2),
+        ),
+        (
+            Annotated[Decimal, Field(max_digits=5, decimal_places=2)] | None,
+            FieldSpec("x", "decimal", nullable=True, precision=5, scale=2),
+        ),
+        (
+            Annotated[Decimal | None, Field(max_digits=5, decimal_places=0)],
+            FieldSpec("x", "decimal", nullable=True, precision=5, scale=0),
+        ),
+        (
+            condecimal(max_digits=7, decimal_places=3),
+            FieldSpec("x", "decimal", nullable=False, precision=7, scale=3),
+        ),
+        (
+            Annotated[str, Field(max_length=7)] | None,
+            FieldSpec("x", "str", nullable=True, max_length=7),
+        ),
+        (list[Decimal], FieldSpec("x", "json", nullable=False)),
+        (HttpUrl, FieldSpec("x", "str", nullable=False)),
     ],
 )
 def test_a_field_annotation_maps_to_its_spec(annotation: Any, spec: FieldSpec) -> None:

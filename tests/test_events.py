@@ -108,6 +108,13 @@ def wire(doc: Any) -> bytes:
     return json.dumps(doc).encode()
 
 
+def edited(doc: dict[str, Any], old: str, new: str) -> bytes:
+    """The wire bytes of ``doc`` with one piece of its JSON text replaced."""
+    text = json.dumps(doc)
+    assert old in text, f"{old!r} is not in the document"
+    return text.replace(old, new, 1).encode()
+
+
 def customer_upsert(**attributes: Any) -> dict[str, Any]:
     """An upsert of CUSTOMER, with some attributes replaced."""
     return document(upserted(CUSTOMER, 3, time=WHEN, event_id=EVENT_ID), **attributes)
@@ -455,6 +462,76 @@ BAD_ENVELOPES = [
         "data of an upserted event must be a JSON object, got array",
         id="data-array",
     ),
+    pytest.param(
+        wire(customer_upsert(entityversion=float("nan"))),
+        "not valid JSON: NaN is not a JSON number",
+        id="nan-token",
+    ),
+    pytest.param(
+        wire(with_data(product_upsert(), stock=float("inf"))),
+        "not valid JSON: Infinity is not a JSON number",
+        id="infinity-token-in-data",
+    ),
+    pytest.param(
+        wire(with_data(product_upsert(), stock=float("-inf"))),
+        "not valid JSON: -Infinity is not a JSON number",
+        id="minus-infinity-token-in-data",
+    ),
+    pytest.param(
+        edited(customer_upsert(), '"entityversion": 3', '"entityversion": 1e999'),
+        "not valid JSON: 1e999 overflows to Infinity",
+        id="number-overflowing-to-infinity",
+    ),
+    pytest.param(
+        edited(customer_upsert(), '"entityversion": 3', '"entityversion": 3, "entityversion": 9'),
+        "duplicate key 'entityversion'",
+        id="duplicate-attribute",
+    ),
+    pytest.param(
+        edited(customer_upsert(), '"name": "Alice Martin"', '"name": "Alice", "name": "Mallory"'),
+        "duplicate key 'name'",
+        id="duplicate-field-in-data",
+    ),
+    pytest.param(
+        edited(customer_upsert(), '"city": "Paris"', '"city": "Paris", "city": "Lyon"'),
+        "duplicate key 'city'",
+        id="duplicate-field-in-nested-data",
+    ),
+    pytest.param(
+        wire(customer_upsert(id="{" + str(EVENT_ID) + "}")),
+        "id must be a UUID in canonical form",
+        id="id-in-braces",
+    ),
+    pytest.param(
+        wire(customer_upsert(id=EVENT_ID.urn)),
+        "id must be a UUID in canonical form",
+        id="id-urn",
+    ),
+    pytest.param(
+        wire(customer_upsert(id=str(EVENT_ID).upper())),
+        "id must be a UUID in canonical form",
+        id="id-upper-case",
+    ),
+    pytest.param(
+        wire(customer_upsert(id=EVENT_ID.hex)),
+        "id must be a UUID in canonical form",
+        id="id-without-hyphens",
+    ),
+    pytest.param(
+        wire(customer_upsert(id=EVENT_ID.hex[:12] + "-" + str(EVENT_ID)[13:])),
+        "id must be a UUID in canonical form",
+        id="id-misplaced-hyphens",
+    ),
+    pytest.param(
+        wire(customer_upsert(dataschema="contract:crm.customer/v01")),
+        "dataschema must look like",
+        id="dataschema-major-leading-zero",
+    ),
+    pytest.param(
+        wire(customer_upsert(dataschema="contract:crm.customer/v0001")),
+        "dataschema must look like",
+        id="dataschema-major-leading-zeros",
+    ),
 ]
 
 SUBJECT_MISMATCH = "does not match the key in data"
@@ -684,6 +761,78 @@ def test_a_bad_delete_is_rejected_with_its_reason(
     error = rejection(raw, mirrors)
 
     assert phrase in str(error)
+
+
+@pytest.mark.parametrize(
+    "time",
+    [
+        "20240101T000000Z",
+        "2024-W01-1T00:00:00Z",
+        "2024-127T00:00:00Z",
+        "2024-01-01T00Z",
+        "2024-01-01T00:00Z",
+        "2024-05-06T07:08:09,5Z",
+        "2024-05-06T07:08:09.Z",
+        "2024-05-06T07:08:09+05:30:15",
+        "2024-05-06T07:08:09+0530",
+        "2024-05-06T07:08:09+05",
+        "2024-05-06T07:08:09+05:60",
+        "2024-05-06T07:08:09+24:00",
+        "2024-05-06 07:08:09Z",
+        "2024-05-06X07:08:09Z",
+        "2024-05-06T07:08:09ZZ",
+        "2024-05-06T07:08:09Z\n",
+        " 2024-05-06T07:08:09Z",
+        "2024-05-06",
+        "2024-02-30T00:00:00Z",
+        "2024-05-06T24:00:00Z",
+        "2024-05-06T07:08:60Z",
+        "0000-01-01T00:00:00Z",
+        "\u0662\u0660\u0662\u0664-05-06T07:08:09Z",
+    ],
+)
+def test_a_time_that_is_not_strict_rfc3339_is_rejected(mirrors: Mirrors, time: str) -> None:
+    error = rejection(wire(customer_upsert(time=time)), mirrors)
+
+    assert f"time must be an RFC 3339 timestamp, got {time!r}" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("time", "expected"),
+    [
+        ("2024-05-06T05:08:09Z", dt.datetime(2024, 5, 6, 5, 8, 9, tzinfo=dt.UTC)),
+        ("2024-05-06t05:08:09z", dt.datetime(2024, 5, 6, 5, 8, 9, tzinfo=dt.UTC)),
+        ("2024-05-06T07:38:09+02:30", dt.datetime(2024, 5, 6, 5, 8, 9, tzinfo=dt.UTC)),
+        ("2024-05-06T00:08:09-05:00", dt.datetime(2024, 5, 6, 5, 8, 9, tzinfo=dt.UTC)),
+        ("2024-05-06T05:08:09-00:00", dt.datetime(2024, 5, 6, 5, 8, 9, tzinfo=dt.UTC)),
+        ("2024-05-06T05:08:09.5Z", dt.datetime(2024, 5, 6, 5, 8, 9, 500000, tzinfo=dt.UTC)),
+        (
+            "2024-05-06T05:08:09.123456789Z",
+            dt.datetime(2024, 5, 6, 5, 8, 9, 123456, tzinfo=dt.UTC),
+        ),
+    ],
+)
+def test_a_time_in_any_rfc3339_form_is_accepted(time: str, expected: dt.datetime) -> None:
+    decoded = decode_event(wire(customer_upsert(time=time)))
+
+    assert decoded.time == expected
+
+
+class Reading(Contract, entity="testkit.reading", version=1, key="id", register=False):
+    """A contract with a float field, which JSON cannot carry when it is NaN or Infinity."""
+
+    id: str
+    value: float
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_an_event_holding_a_non_finite_float_is_never_encoded(value: float) -> None:
+    # model_construct skips validation, as a careless owner might.
+    event = upserted(Reading.model_construct(id="r-1", value=value), 1, event_id=EVENT_ID)
+
+    with pytest.raises(ValueError, match=re.escape(f"{event!r} cannot be encoded")) as caught:
+        encode_event(event)
+    assert "NaN and Infinity have no JSON form" in str(caught.value)
 
 
 def test_a_contract_violation_names_the_contract_and_every_bad_field(mirrors: Mirrors) -> None:

@@ -331,6 +331,63 @@ def test_a_wrongly_typed_value_is_located(tmp_path: Path, examples: ContractRegi
     assert "valid integer" in issue.problem
 
 
+@pytest.mark.parametrize("version", ["true", "false", "yes", '"1"', "1.0"])
+def test_a_mirror_version_must_be_a_real_integer(
+    tmp_path: Path, examples: ContractRegistry, version: str
+) -> None:
+    # YAML reads true/yes as booleans: none of them may pass for version 1 (or 0).
+    path = write(tmp_path, orders(CUSTOMER_MIRROR.replace("version: 1", f"version: {version}")))
+
+    issue = only_issue(path, examples)
+
+    assert (issue.file, issue.path, issue.line) == (str(path), "mirrors[0].version", 6)
+    assert "Input should be a valid integer" in issue.problem
+
+
+CRM_OWNS = """\
+service: crm
+database:
+  url_env: CRM_DATABASE_URL
+owns:
+  - entity: crm.customer
+    version: 1
+    fifo: false
+"""
+
+
+@pytest.mark.parametrize("version", ["true", '"1"', "1.0"])
+def test_an_owned_version_must_be_a_real_integer(
+    tmp_path: Path, examples: ContractRegistry, version: str
+) -> None:
+    path = write(tmp_path, CRM_OWNS.replace("version: 1", f"version: {version}"))
+
+    issue = only_issue(path, examples)
+
+    assert (issue.file, issue.path, issue.line) == (str(path), "owns[0].version", 6)
+    assert "Input should be a valid integer" in issue.problem
+
+
+@pytest.mark.parametrize("fifo", ['"yes"', '"true"', '"on"', "1", "0", '"false"'])
+def test_fifo_must_be_a_real_boolean(tmp_path: Path, examples: ContractRegistry, fifo: str) -> None:
+    path = write(tmp_path, CRM_OWNS.replace("fifo: false", f"fifo: {fifo}"))
+
+    issue = only_issue(path, examples)
+
+    assert (issue.file, issue.path, issue.line) == (str(path), "owns[0].fifo", 7)
+    assert "Input should be a valid boolean" in issue.problem
+
+
+@pytest.mark.parametrize(("fifo", "expected"), [("true", True), ("false", False), ("yes", True)])
+def test_fifo_accepts_a_yaml_boolean(
+    tmp_path: Path, examples: ContractRegistry, fifo: str, expected: bool
+) -> None:
+    path = write(tmp_path, CRM_OWNS.replace("fifo: false", f"fifo: {fifo}"))
+
+    [owned] = load_manifest(path, examples).owns
+
+    assert (owned.entity, owned.version, owned.fifo) == ("crm.customer", 1, expected)
+
+
 @pytest.mark.parametrize(
     ("text", "line", "phrase"),
     [

@@ -132,19 +132,22 @@ def _in_autocommit(raw: Any, dialect: str) -> bool:
     return getattr(raw, "autocommit", False) is True  # psycopg2
 
 
-_last_stamp = dt.datetime.min.replace(tzinfo=dt.UTC)
+_last_stamp = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _stamp_lock = threading.Lock()
+_STAMP_WINDOW = dt.timedelta(seconds=1)
 
 
 def _unique_stamp(now: dt.datetime) -> dt.datetime:
-    """``now``, moved forward by microseconds if needed so no two calls share a stamp.
+    """``now``, moved forward by microseconds if a recent call used it, so calls differ.
 
     MySQL tells which rows a call wrote by its event id and applied-at stamp; two
     calls applying the same event with the same stamp would be indistinguishable.
     """
     global _last_stamp
     with _stamp_lock:
-        stamp = max(now, _last_stamp + dt.timedelta(microseconds=1))
+        stamp = now
+        if _last_stamp - _STAMP_WINDOW < now <= _last_stamp:
+            stamp = _last_stamp + dt.timedelta(microseconds=1)
         _last_stamp = stamp
     return stamp
 

@@ -56,6 +56,8 @@ def outbox_table(metadata: sa.MetaData | None = None, name: str = OUTBOX_TABLE) 
         sa.Index(f"ix_{name}_pending", "published_at", "id"),
         sa.Index(f"ix_{name}_key", "entity", "subject", "id"),
         comment="Change events awaiting publication by the replication relay.",
+        # Owners never need the new id back: no RETURNING on their commit path.
+        implicit_returning=False,
         mysql_charset="utf8mb4",
         mysql_engine="InnoDB",
     )

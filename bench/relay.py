@@ -1,0 +1,189 @@
+"""The owner side's cost, against baselines measured in the same run.
+
+1. Relay throughput: events/s from a PostgreSQL outbox to SNS (claim, publish
+   with PublishBatch, mark, commit), against a loop of raw boto3 PublishBatch
+   calls with the same payloads and attributes to the same topic of the same
+   moto server. Rounds alternate between the two.
+2. Commit latency: an owner's business transaction (update a customer row and
+   commit) with the outbox write, against the same transaction without it.
+   Median of many transactions each, interleaved.
+
+    python bench/relay.py            # full run
+    python bench/relay.py --quick    # under 40 s
+
+The last line is one JSON object with the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import statistics
+import sys
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from contracts import Address, Customer, Tier
+from replication.outbox import Relay, SnsPublisher, TopicRoute, TopicRouter
+from replication.outbox.record import record_upsert
+from replication.outbox.table import outbox_table
+from tests.aws import moto_server
+
+PG_URL = os.environ.get(
+    "REPLICATION_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+).replace("postgresql:", "postgresql+psycopg2:", 1)
+
+CUSTOMERS = sa.Table(
+    "bench_crm_customers",
+    sa.MetaData(),
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("tier", sa.String(16), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+
+def customer(key: uuid.UUID, n: int) -> Customer:
+    return Customer(
+        id=key,
+        name=f"Customer {n}",
+        email=f"c{n}@example.com",
+        tier=list(Tier)[n % 4],
+        credit_limit=Decimal("1500.00"),
+        created_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        tags=["b2b", f"region-{n % 7}"],
+        address=Address(street=f"{n} Main St", city="Lyon", postal_code="69001", country="FR"),
+    )
+
+
+def fill_outbox(engine: sa.Engine, count: int) -> None:
+    with engine.begin() as conn:
+        for n in range(count):
+            record_upsert(conn, customer(uuid.uuid4(), n), 1)
+
+
+def raw_publish(sns: Any, arn: str, payloads: list[str]) -> None:
+    """The baseline: PublishBatch calls of 10 with the relay's attributes, nothing else."""
+    for start in range(0, len(payloads), 10):
+        entries = [
+            {
+                "Id": str(i),
+                "Message": body,
+                "MessageAttributes": {
+                    "entity": {"DataType": "String", "StringValue": "crm.customer"},
+                    "op": {"DataType": "String", "StringValue": "upserted"},
+                    "contract_version": {"DataType": "String", "StringValue": "1"},
+                },
+            }
+            for i, body in enumerate(payloads[start : start + 10])
+        ]
+        response = sns.publish_batch(TopicArn=arn, PublishBatchRequestEntries=entries)
+        if response.get("Failed"):
+            raise RuntimeError(response["Failed"])
+
+
+def bench_throughput(engine: sa.Engine, sns: Any, arn: str, quick: bool) -> dict[str, float]:
+    count = 1000 if quick else 4000
+    rounds = 3 if quick else 5
+    outbox = outbox_table()
+    relay = Relay(engine, SnsPublisher(sns), TopicRouter({("crm.customer", 1): TopicRoute(arn)}))
+    relay_t: list[float] = []
+    raw_t: list[float] = []
+    for _ in range(rounds):
+        with engine.begin() as conn:
+            conn.execute(outbox.delete())
+        fill_outbox(engine, count)
+        with engine.connect() as conn:
+            payloads = list(conn.execute(sa.select(outbox.c.payload)).scalars())
+        start = time.perf_counter()
+        stats = relay.drain()
+        relay_t.append(time.perf_counter() - start)
+        assert stats.published == count, stats
+        start = time.perf_counter()
+        raw_publish(sns, arn, payloads)
+        raw_t.append(time.perf_counter() - start)
+    relay_rate = count / statistics.median(relay_t)
+    raw_rate = count / statistics.median(raw_t)
+    print(f"throughput over {count:,} events, median of {rounds} rounds:")
+    print(f"  relay (outbox -> SNS)       {relay_rate:>9,.0f} events/s")
+    print(f"  raw PublishBatch loop       {raw_rate:>9,.0f} events/s")
+    print(f"  ratio                       {relay_rate / raw_rate:>9.2f}x")
+    return {"relay_events_per_s": relay_rate, "raw_events_per_s": raw_rate}
+
+
+def bench_commit(engine: sa.Engine, quick: bool) -> dict[str, float]:
+    transactions = 400 if quick else 2000
+    keys = [uuid.uuid4() for _ in range(50)]
+    with engine.begin() as conn:
+        conn.execute(CUSTOMERS.delete())
+        conn.execute(
+            CUSTOMERS.insert(),
+            [{"id": str(k), "name": "x", "tier": "gold", "version": 1} for k in keys],
+        )
+    with_outbox: list[float] = []
+    without: list[float] = []
+    for n in range(transactions):
+        key = keys[n % len(keys)]
+        for record in (n % 2 == 0, n % 2 == 1):  # interleaved, alternating first
+            start = time.perf_counter()
+            with engine.begin() as conn:
+                version = conn.execute(
+                    CUSTOMERS.update()
+                    .where(CUSTOMERS.c.id == str(key))
+                    .values(name=f"Customer {n}", version=CUSTOMERS.c.version + 1)
+                    .returning(CUSTOMERS.c.version)
+                ).scalar_one()
+                if record:
+                    record_upsert(conn, customer(key, n), version)
+            (with_outbox if record else without).append(time.perf_counter() - start)
+    plain = statistics.median(without) * 1000
+    outboxed = statistics.median(with_outbox) * 1000
+    print(f"commit latency, median of {transactions:,} transactions each:")
+    print(f"  business change only        {plain:>9.3f} ms")
+    print(f"  with the outbox write       {outboxed:>9.3f} ms")
+    print(f"  ratio                       {outboxed / plain:>9.2f}x")
+    return {"commit_ms_plain": plain, "commit_ms_with_outbox": outboxed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="smaller run; under 40 s")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    engine = sa.create_engine(PG_URL)
+    for table in (outbox_table(), CUSTOMERS):
+        table.drop(engine, checkfirst=True)
+        table.create(engine)
+    with moto_server() as server:
+        sns = server.client("sns")
+        arn = sns.create_topic(Name="bench-crm-customer-v1")["TopicArn"]
+        figures = bench_throughput(engine, sns, arn, args.quick)
+    figures |= bench_commit(engine, args.quick)
+    print(f"total {time.perf_counter() - started:.1f} s")
+    summary: dict[str, Any] = {
+        "bench": "relay",
+        "quick": args.quick,
+        "ratio_vs_raw_publish": round(
+            figures["relay_events_per_s"] / figures["raw_events_per_s"], 3
+        ),
+        "commit_overhead_ratio": round(
+            figures["commit_ms_with_outbox"] / figures["commit_ms_plain"], 3
+        ),
+    }
+    summary |= {k: round(v, 3) for k, v in figures.items()}
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
