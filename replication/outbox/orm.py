@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, UOWTransaction, sessionmaker
 from replication.contracts import Contract, ContractInfo
 from replication.errors import ReplicationError
 from replication.events import ChangeEvent, deleted, describe_validation_error, upserted
-from replication.outbox.record import outbox_row
+from replication.outbox.record import insert_rows, outbox_row
 from replication.outbox.table import outbox_table
 
 
@@ -104,7 +104,7 @@ class OutboxTracker:
     def _after_flush(self, session: Session, flush_context: UOWTransaction) -> None:
         events = self.events_for(session)
         if events:
-            session.connection().execute(self.table.insert(), [outbox_row(e) for e in events])
+            insert_rows(session.connection(), [outbox_row(e) for e in events], self.table)
 
     def _upsert(self, tracked: _Tracked, obj: Any) -> ChangeEvent:
         label = f"{type(obj).__name__} {tracked.key_of(obj)!r}"
