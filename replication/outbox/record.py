@@ -45,8 +45,16 @@ def _insert_sql(table: sa.Table, dialect: sa.Dialect) -> str | None:
     """The outbox INSERT as driver SQL with named parameters, or None where unsuitable."""
     if dialect.name not in ("postgresql", "mysql", "mariadb") or dialect.paramstyle != "pyformat":
         return None
-    columns = ("event_id", "entity", "contract_version", "op", "subject")
-    columns += ("entity_version", "payload", "created_at")
+    columns = [
+        "event_id",
+        "entity",
+        "contract_version",
+        "op",
+        "subject",
+        "entity_version",
+        "payload",
+        "created_at",
+    ]
     quote = dialect.identifier_preparer.quote
     names = ", ".join(quote(name) for name in columns)
     values = ", ".join(f"%({name})s" for name in columns)
