@@ -181,6 +181,12 @@ def _chunks(rows: list[tuple[Any, ...]], size: int) -> Iterable[list[tuple[Any, 
         yield rows[start : start + size]
 
 
+def _upsert_sql(statements: MirrorStatements, rows: int) -> str:
+    """The guarded multi-row upsert for ``rows`` rows."""
+    values = ", ".join([statements.row_template] * rows)
+    return statements.insert_prefix + values + statements.upsert_suffix
+
+
 def _write_returning(
     cursor: Any, statements: MirrorStatements, events: list[ChangeEvent], applied_at: dt.datetime
 ) -> list[bool]:
@@ -188,11 +194,7 @@ def _write_returning(
     rows = _rows(statements, events, applied_at, statements.dialect)
     written: list[bool] = []
     for chunk in _chunks(rows, statements.rows_per_statement):
-        sql = (
-            statements.insert_prefix
-            + ", ".join([statements.row_template] * len(chunk))
-            + statements.upsert_suffix
-        )
+        sql = _upsert_sql(statements, len(chunk))
         cursor.execute(sql, [value for row in chunk for value in row])
         written += [bool(flag) for (flag,) in cursor.fetchall()]
     return written
@@ -227,11 +229,7 @@ def _write_mysql(
     event_id_at = len(statements.columns) - _META + 2
     stamp = rows[0][event_id_at + 2]  # applied-at, as the driver was given it
     for chunk in _chunks(rows, statements.rows_per_statement):
-        sql = (
-            statements.insert_prefix
-            + ", ".join([statements.row_template] * len(chunk))
-            + statements.upsert_suffix
-        )
+        sql = _upsert_sql(statements, len(chunk))
         cursor.execute(sql, [value for row in chunk for value in row])
     mine: dict[tuple[Any, ...], str] = {}
     for chunk in _chunks(rows, statements.rows_per_statement):
