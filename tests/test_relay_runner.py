@@ -144,3 +144,43 @@ def test_the_scheduled_lambda_drains_the_outbox_and_stops_near_its_timeout(
             ).scalar()
             == 0
         )
+
+
+def test_the_long_running_relay_purges_rows_past_retention(tmp_path: Path) -> None:
+    import datetime as dt
+    import io
+    import threading
+
+    from replication.outbox import InMemoryPublisher, Relay, TopicRoute, TopicRouter
+
+    engine = engine_for("sqlite", tmp_path)
+    reset_owner(engine)
+    for n in range(3):
+        sell(engine, "SKU-1", n)
+    offset = [dt.timedelta(0)]
+    publisher = InMemoryPublisher()
+    relay = Relay(
+        engine,
+        publisher,
+        TopicRouter({("catalog.product", 1): TopicRoute("arn:aws:sns:us-east-1:1:t")}),
+        clock=lambda: dt.datetime.now(dt.UTC) + offset[0],
+    )
+    out = io.StringIO()
+    stop = threading.Event()
+
+    def later() -> None:
+        time.sleep(0.3)
+        offset[0] = dt.timedelta(days=8)  # the retention (7 days) has passed
+        time.sleep(0.5)
+        stop.set()
+
+    threading.Thread(target=later).start()
+    total = runner.run_forever(
+        relay, poll_interval=0.05, purge_every=0.1, out=out, stop=stop, install_signals=False
+    )
+
+    assert total.published == 3
+    assert len(publisher.published) == 3
+    assert "purged 3 published row(s) past retention" in out.getvalue()
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM replication_outbox")).scalar() == 0

@@ -108,7 +108,11 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     stats = _lambda_relay.drain(
         should_stop=lambda: context.get_remaining_time_in_millis() < margin_ms
     )
+    purged = 0
+    if context.get_remaining_time_in_millis() >= margin_ms:
+        purged = _lambda_relay.purge_published()
     return {
+        "purged": purged,
         "published": stats.published,
         "failed": stats.failed,
         "held": stats.held,
@@ -158,6 +162,7 @@ def run_forever(
     *,
     poll_interval: float = 5.0,
     report_every: float = 10.0,
+    purge_every: float = 3600.0,
     out: TextIO,
     stop: threading.Event | None = None,
     install_signals: bool = True,
@@ -172,6 +177,7 @@ def run_forever(
     print(f"relay started ({mode}); {relay.pending()} row(s) pending", file=out, flush=True)
     total = RelayStats()
     started = last_report = time.monotonic()
+    last_purge = started - purge_every  # purge once at start
     reported = 0
     try:
         while not stop.is_set():
@@ -186,6 +192,11 @@ def run_forever(
                     flush=True,
                 )
                 last_report, reported = now, total.published
+            if now - last_purge >= purge_every and not stop.is_set():
+                purged = relay.purge_published()
+                if purged:
+                    print(f"purged {purged} published row(s) past retention", file=out, flush=True)
+                last_purge = now
             if not stop.is_set():
                 waiter.wait(stop)
     finally:
