@@ -184,3 +184,37 @@ def test_the_long_running_relay_purges_rows_past_retention(tmp_path: Path) -> No
     assert "purged 3 published row(s) past retention" in out.getvalue()
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM replication_outbox")).scalar() == 0
+
+
+def test_the_relay_command_survives_its_database_connections_being_killed(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    engine = engine_for("postgresql", tmp_path)
+    reset_owner(engine)
+    queue = catalog_queue(moto)
+    name = f"relay_{uuid.uuid4().hex[:8]}"
+    url = engine.url.set(query={"application_name": name}).render_as_string(False)
+    process, _ = start_relay(moto, url, "--poll-interval", "120")
+    try:
+        sell(engine, "SKU-1", 1)
+        assert len(wait_for_messages(moto, queue, 1, timeout=15)) == 1
+        with engine.begin() as conn:
+            killed = conn.execute(
+                sa.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = :name"
+                ),
+                {"name": name},
+            ).scalar()
+        assert (killed or 0) >= 2  # the relay's pool and its LISTEN connection
+        later = [sell(engine, f"SKU-{n}", n) for n in range(2, 6)]
+        got = wait_for_messages(moto, queue, 4, timeout=30)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert sorted(b["id"] for b in got) == sorted(str(e.id) for e in later)
+    assert process.returncode == 0, err
+    assert "relay stopped: published 5" in out
+    engine.dispose()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 __all__ = ["RelaySettings", "build_relay", "lambda_handler", "run_forever"]
 
+import contextlib
 import os
 import select
 import signal
@@ -124,16 +125,25 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 class _Waiter:
     """Sleeps until the outbox may have new rows: a PostgreSQL NOTIFY, or a poll interval."""
 
-    def __init__(self, relay: Relay, poll_interval: float) -> None:
+    def __init__(self, relay: Relay, poll_interval: float, *, listen: bool = True) -> None:
         self.poll_interval = poll_interval
+        self.broken = False
         self._listener: Any = None
-        if relay.engine.dialect.name == "postgresql":
+        if listen and relay.engine.dialect.name == "postgresql":
             raw = relay.engine.raw_connection()
             driver: Any = raw.driver_connection
             driver.autocommit = True
             driver.cursor().execute(f"LISTEN {NOTIFY_CHANNEL}")
             self._raw = raw
             self._listener = driver
+
+    @classmethod
+    def open(cls, relay: Relay, poll_interval: float) -> _Waiter:
+        """A waiter that listens where it can, and polls when the database does not answer."""
+        try:
+            return cls(relay, poll_interval)
+        except Exception:
+            return cls(relay, poll_interval, listen=False)
 
     @property
     def listening(self) -> bool:
@@ -144,17 +154,23 @@ class _Waiter:
             stop.wait(self.poll_interval)
             return
         deadline = time.monotonic() + self.poll_interval
-        while not stop.is_set() and time.monotonic() < deadline:
-            ready, _, _ = select.select([self._listener], [], [], 0.5)
-            if ready:
-                self._listener.poll()
-                if self._listener.notifies:
-                    self._listener.notifies.clear()
-                    return
+        try:
+            while not stop.is_set() and time.monotonic() < deadline:
+                ready, _, _ = select.select([self._listener], [], [], 0.5)
+                if ready:
+                    self._listener.poll()
+                    if self._listener.notifies:
+                        self._listener.notifies.clear()
+                        return
+        except Exception:  # the listening connection broke: listen again on a new one
+            self.close()
+            self.broken = True
 
     def close(self) -> None:
         if self._listener is not None:
-            self._raw.close()
+            self._listener = None
+            with contextlib.suppress(Exception):
+                self._raw.close()
 
 
 def run_forever(
@@ -172,39 +188,59 @@ def run_forever(
     if install_signals:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, _stopper(stop, out))
-    waiter = _Waiter(relay, poll_interval)
+    waiter = _Waiter.open(relay, poll_interval)
     mode = "LISTEN/NOTIFY" if waiter.listening else f"polling every {poll_interval:g} s"
     print(f"relay started ({mode}); {relay.pending()} row(s) pending", file=out, flush=True)
     total = RelayStats()
     started = last_report = time.monotonic()
     last_purge = started - purge_every  # purge once at start
     reported = 0
+    failures = 0
     try:
         while not stop.is_set():
-            total.add(relay.drain(should_stop=stop.is_set))
-            now = time.monotonic()
-            if now - last_report >= report_every:
-                rate = (total.published - reported) / (now - last_report)
+            try:
+                total.add(relay.drain(should_stop=stop.is_set))
+                now = time.monotonic()
+                if now - last_report >= report_every:
+                    rate = (total.published - reported) / (now - last_report)
+                    print(
+                        f"published {total.published} ({rate:.0f}/s), failed {total.failed}, "
+                        f"pending {relay.pending()}",
+                        file=out,
+                        flush=True,
+                    )
+                    last_report, reported = now, total.published
+                if now - last_purge >= purge_every and not stop.is_set():
+                    purged = relay.purge_published()
+                    if purged:
+                        print(f"purged {purged} published row(s) past retention", file=out)
+                    last_purge = now
+                failures = 0
+            except Exception as exc:  # database unreachable, deadlock: keep going
+                failures += 1
+                delay = float(min(60, 2**failures))
                 print(
-                    f"published {total.published} ({rate:.0f}/s), failed {total.failed}, "
-                    f"pending {relay.pending()}",
-                    file=out,
-                    flush=True,
+                    f"relay cycle failed ({exc}); retrying in {delay:.0f} s", file=out, flush=True
                 )
-                last_report, reported = now, total.published
-            if now - last_purge >= purge_every and not stop.is_set():
-                purged = relay.purge_published()
-                if purged:
-                    print(f"purged {purged} published row(s) past retention", file=out, flush=True)
-                last_purge = now
+                waiter.close()
+                stop.wait(delay)
+                waiter = _Waiter.open(relay, poll_interval)
+                continue
+            if waiter.broken:
+                waiter = _Waiter.open(relay, poll_interval)
+                continue  # drain what arrived while nobody listened
             if not stop.is_set():
                 waiter.wait(stop)
     finally:
         waiter.close()
     elapsed = time.monotonic() - started
+    try:
+        pending = str(relay.pending())
+    except Exception:  # the database is down at shutdown
+        pending = "unknown"
     print(
         f"relay stopped: published {total.published} in {elapsed:.1f} s, failed {total.failed}, "
-        f"pending {relay.pending()}",
+        f"pending {pending}",
         file=out,
         flush=True,
     )
