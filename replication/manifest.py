@@ -66,10 +66,14 @@ class _Mirrored(_Strict):
     version: StrictInt = Field(ge=1)
     table: str
     fields: list[str] = Field(min_length=1)
+    fifo: StrictBool = False
+    max_receive_count: StrictInt = Field(default=5, ge=5, le=1000)
+    filter_policy: dict[str, Any] | None = None
 
 
 class _Document(_Strict):
     service: str
+    account: str | None = Field(default=None, pattern=r"^[0-9]{12}$")
     database: _Database
     owns: list[OwnedEntity] = Field(default_factory=list)
     mirrors: list[_Mirrored] = Field(default_factory=list)
@@ -84,6 +88,10 @@ class MirrorDeclaration:
     table: str
     fields: tuple[str, ...]
     """Mirrored fields in contract order; always includes the key fields."""
+    fifo: bool = False
+    max_receive_count: int = 5
+    """Receives before SQS moves a message to the dead-letter queue (at least 5 with Lambda)."""
+    filter_policy: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,8 @@ class Manifest:
     database_url_env: str
     owns: tuple[OwnedEntity, ...]
     mirrors: tuple[MirrorDeclaration, ...]
+    account: str | None = None
+    """The AWS account the service lives in, when services span several accounts."""
 
     def mirror(self, entity: str) -> MirrorDeclaration:
         """The declaration mirroring ``entity``; KeyError when the service does not mirror it."""
@@ -235,7 +245,7 @@ def _resolve(
             mirrors.append(declaration)
     if issues:
         raise ManifestError(issues)
-    return Manifest(path, service, url_env, tuple(document.owns), tuple(mirrors))
+    return Manifest(path, service, url_env, tuple(document.owns), tuple(mirrors), document.account)
 
 
 def _contract(
@@ -280,7 +290,15 @@ def _mirror(
     if not ok:
         return None
     ordered = tuple(name for name in info.fields if name in seen)
-    return MirrorDeclaration(service, info, mirrored.table, ordered)
+    return MirrorDeclaration(
+        service,
+        info,
+        mirrored.table,
+        ordered,
+        fifo=mirrored.fifo,
+        max_receive_count=mirrored.max_receive_count,
+        filter_policy=mirrored.filter_policy,
+    )
 
 
 def _issue(
