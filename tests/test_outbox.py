@@ -475,3 +475,54 @@ def test_purge_removes_only_rows_published_before_the_retention(owner: sa.Engine
     )
     assert later.purge_published() == 3
     assert outbox_rows(owner) == []
+
+
+def test_a_key_stuck_on_a_failing_row_does_not_starve_the_other_keys(owner: sa.Engine) -> None:
+    from replication.outbox import InMemoryPublisher
+
+    for n in range(6):
+        sell(owner, "STUCK-1", n)
+    others = [sell(owner, sku, 1) for sku in ("B-1", "C-1", "D-1")]
+    stuck_head = str(outbox_rows(owner)[0].id)
+    publisher = InMemoryPublisher()
+    publisher.fail_ids = {stuck_head}
+    relay = Relay(
+        owner,
+        publisher,
+        router("arn:aws:sns:us-east-1:1:t"),
+        config=RelayConfig(batch_size=5, backoff_base=0.0),
+    )
+
+    for _ in range(3):
+        relay.drain()
+
+    published = {json.loads(p.message.body)["id"] for p in publisher.published}
+    assert published == {str(e.id) for e in others}
+    rows = outbox_rows(owner)
+    assert [row.published_at is None for row in rows[:6]] == [True] * 6
+    assert rows[0].attempts >= 3  # retried every cycle (no back-off here), never skipped
+    assert all(row.attempts == 0 for row in rows[1:6])
+
+
+def test_sns_throttling_and_unconfirmed_entries_are_retried() -> None:
+    import boto3
+    from botocore.stub import Stubber
+
+    sns = boto3.client(
+        "sns", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    publisher = SnsPublisher(sns)
+    messages = [OutgoingMessage(id=str(i), body="{}", attributes={}) for i in range(3)]
+    with Stubber(sns) as stub:
+        stub.add_client_error("publish_batch", service_error_code="Throttled", http_status_code=429)
+        stub.add_response(
+            "publish_batch",
+            {"Successful": [{"Id": "0", "MessageId": "m0"}], "Failed": []},
+        )
+        with pytest.raises(PublishError) as throttled:
+            publisher.publish_batch("arn:aws:sns:us-east-1:1:t", messages)
+        result = publisher.publish_batch("arn:aws:sns:us-east-1:1:t", messages)
+
+    assert throttled.value.throttled
+    assert set(result.failed) == {"1", "2"}
+    assert "not reported as published" in result.failed["1"]

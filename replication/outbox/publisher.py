@@ -29,7 +29,15 @@ MAX_BATCH_ENTRIES = 10
 """SNS PublishBatch takes at most 10 entries."""
 
 _THROTTLING = frozenset(
-    {"Throttling", "ThrottlingException", "ThrottledException", "TooManyRequestsException"}
+    {
+        "Throttling",
+        "Throttled",
+        "ThrottlingException",
+        "ThrottledException",
+        "TooManyRequestsException",
+        "KMSThrottling",
+        "KMSThrottlingException",
+    }
 )
 
 
@@ -98,13 +106,19 @@ class SnsPublisher(Publisher):
             code = _error_code(exc)
             if code is None:
                 raise PublishError(f"publish to {topic_arn} failed: {exc}") from exc
+            throttled = code in _THROTTLING or _http_status(exc) == 429
             raise PublishError(
-                f"publish to {topic_arn} failed: {code}: {exc}", throttled=code in _THROTTLING
+                f"publish to {topic_arn} failed: {code}: {exc}", throttled=throttled
             ) from exc
         failed = {
             f["Id"]: f"{f.get('Code', 'Failed')}: {f.get('Message', '')}".strip()
             for f in response.get("Failed", [])
         }
+        # An entry SNS names in neither list was not confirmed: retry it.
+        confirmed = {s["Id"] for s in response.get("Successful", [])}
+        for message in messages:
+            if message.id not in confirmed and message.id not in failed:
+                failed[message.id] = "Unconfirmed: not reported as published"
         return PublishResult(failed=failed)
 
 
@@ -113,6 +127,14 @@ def _error_code(exc: Exception) -> str | None:
     if isinstance(response, dict):
         code = response.get("Error", {}).get("Code")
         return str(code) if code else None
+    return None
+
+
+def _http_status(exc: Exception) -> int | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return int(status) if status is not None else None
     return None
 
 

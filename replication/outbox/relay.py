@@ -22,7 +22,9 @@ from __future__ import annotations
 __all__ = ["Relay", "RelayConfig", "RelayStats", "TopicRoute", "TopicRouter"]
 
 import datetime as dt
+import hashlib
 import random
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -214,16 +216,41 @@ class Relay:
         """Delete rows published longer ago than the retention; returns how many."""
         t = self.table
         cutoff = self._db_time(self._clock() - self.config.retention)
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                sa.delete(t).where(t.c.published_at.is_not(None), t.c.published_at < cutoff)
-            )
-        return int(result.rowcount or 0)
+        total = 0
+        while True:
+            # Small transactions in READ COMMITTED: a long purge must not block owners.
+            with self._transaction() as conn:
+                ids = list(
+                    conn.execute(
+                        sa.select(t.c.id)
+                        .where(t.c.published_at.is_not(None), t.c.published_at < cutoff)
+                        .order_by(t.c.id)
+                        .limit(1000)
+                    ).scalars()
+                )
+                if ids:
+                    conn.execute(sa.delete(t).where(t.c.id.in_(ids)))
+            total += len(ids)
+            if len(ids) < 1000:
+                return total
 
     # -- one cycle ---------------------------------------------------------------------
 
     def _claim(self, conn: sa.Connection, now: dt.datetime) -> list[_Row]:
         t = self.table
+        earlier = t.alias("earlier")
+        # Only the head of each key's unpublished rows: a key held back by a failed
+        # or locked row must not fill the claim and starve every other key.
+        blocked = (
+            sa.select(earlier.c.id)
+            .where(
+                earlier.c.entity == t.c.entity,
+                earlier.c.subject == t.c.subject,
+                earlier.c.published_at.is_(None),
+                earlier.c.id < t.c.id,
+            )
+            .exists()
+        )
         query = (
             sa.select(
                 t.c.id,
@@ -237,6 +264,7 @@ class Relay:
             )
             .where(t.c.published_at.is_(None))
             .where(sa.or_(t.c.next_attempt_at.is_(None), t.c.next_attempt_at <= self._db_time(now)))
+            .where(~blocked)
             .order_by(t.c.id)
             .limit(self.config.batch_size)
         )
@@ -279,7 +307,7 @@ class Relay:
             id=str(row.id),
             body=row.payload,
             attributes=attributes,
-            group_id=row.subject if fifo else None,
+            group_id=_group_id(row.subject) if fifo else None,
             deduplication_id=row.event_id if fifo else None,
         )
         if message.size() <= SNS_MAX_BYTES:
@@ -388,6 +416,16 @@ class Relay:
     def _backoff(self, attempts: int) -> dt.timedelta:
         delay = min(self.config.backoff_max, self.config.backoff_base * 2**attempts)
         return dt.timedelta(seconds=delay * random.uniform(0.5, 1.0))  # noqa: S311
+
+
+_GROUP_ID_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
+
+
+def _group_id(subject: str) -> str:
+    """The FIFO message group of a key: the subject, or its hash where SNS would refuse it."""
+    if _GROUP_ID_RE.match(subject):
+        return subject
+    return hashlib.sha256(subject.encode()).hexdigest()
 
 
 class _UnpublishableRowError(Exception):

@@ -105,10 +105,17 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if _lambda_relay is None:  # built on the first invocation, reused while warm
         manifest = load_manifest(Path(os.environ["REPLICATION_MANIFEST"]))
         _lambda_relay = build_relay(manifest, RelaySettings.from_environment())
-    margin_ms = int(os.environ.get("REPLICATION_RELAY_MARGIN_MS", "10000"))
-    stats = _lambda_relay.drain(
-        should_stop=lambda: context.get_remaining_time_in_millis() < margin_ms
-    )
+    # Stop 10 s before the timeout, or at a quarter of what is left for short timeouts;
+    # one cycle always runs.
+    configured = int(os.environ.get("REPLICATION_RELAY_MARGIN_MS", "10000"))
+    margin_ms = min(configured, context.get_remaining_time_in_millis() // 4)
+    cycles = [0]
+
+    def should_stop() -> bool:
+        cycles[0] += 1
+        return cycles[0] > 1 and context.get_remaining_time_in_millis() < margin_ms
+
+    stats = _lambda_relay.drain(should_stop=should_stop)
     purged = 0
     if context.get_remaining_time_in_millis() >= margin_ms:
         purged = _lambda_relay.purge_published()
@@ -170,7 +177,8 @@ class _Waiter:
         if self._listener is not None:
             self._listener = None
             with contextlib.suppress(Exception):
-                self._raw.close()
+                # Discard, not return to the pool: the connection is still LISTENing.
+                self._raw.invalidate()
 
 
 def run_forever(
@@ -190,7 +198,11 @@ def run_forever(
             signal.signal(signum, _stopper(stop, out))
     waiter = _Waiter.open(relay, poll_interval)
     mode = "LISTEN/NOTIFY" if waiter.listening else f"polling every {poll_interval:g} s"
-    print(f"relay started ({mode}); {relay.pending()} row(s) pending", file=out, flush=True)
+    try:
+        pending = str(relay.pending())
+    except Exception as exc:  # the database is down at start: the loop retries
+        pending = f"unknown ({exc})"
+    print(f"relay started ({mode}); {pending} row(s) pending", file=out, flush=True)
     total = RelayStats()
     started = last_report = time.monotonic()
     last_purge = started - purge_every  # purge once at start
@@ -249,7 +261,8 @@ def run_forever(
 
 def _stopper(stop: threading.Event, out: TextIO) -> Callable[[int, Any], None]:
     def handle(signum: int, frame: Any) -> None:
-        print(f"{signal.Signals(signum).name}: finishing the current cycle", file=out, flush=True)
-        stop.set()
+        stop.set()  # first: printing may fail while the main loop prints
+        with contextlib.suppress(Exception):
+            print(f"{signal.Signals(signum).name}: finishing the current cycle", file=out)
 
     return handle
