@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from contracts import Product
 from examples.crm.service import Base, CustomerRow, create_schema, sessions
 from replication.events import decode_event
 from replication.outbox import outbox_table
-from replication.outbox.orm import UnpublishableChangeError
+from replication.outbox.orm import OutboxTracker, UnpublishableChangeError
 from tests.test_outbox import engine_for
 
 
@@ -115,4 +116,85 @@ def test_a_row_that_violates_its_contract_cannot_be_committed(
     assert "not-an-email" not in message  # pii is never echoed
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(CustomerRow)).scalar() == 0
+    assert outbox(engine) == []
+
+
+def test_a_bulk_update_on_a_tracked_model_is_refused(
+    crm: tuple[sa.Engine, sessionmaker[Session]],
+) -> None:
+    engine, factory = crm
+    with factory.begin() as session:
+        session.add(new_customer())
+
+    with (
+        pytest.raises(UnpublishableChangeError, match="bulk UPDATE on CustomerRow"),
+        factory.begin() as session,
+    ):
+        session.execute(sa.update(CustomerRow).values(tier="bronze"))
+
+    assert [e["entityversion"] for e in outbox(engine)] == [1]
+
+
+def test_changing_a_key_deletes_the_old_key_and_upserts_the_new_one(
+    crm: tuple[sa.Engine, sessionmaker[Session]],
+) -> None:
+    engine, factory = crm
+    row = new_customer()
+    new_id = str(uuid.uuid4())
+    with factory.begin() as session:
+        session.add(row)
+    with factory.begin() as session:
+        session.get_one(CustomerRow, row.id).id = new_id
+
+    events = outbox(engine)
+    assert [(e["type"], e["subject"], e["entityversion"]) for e in events] == [
+        ("crm.customer.upserted", row.id, 1),
+        ("crm.customer.deleted", row.id, 2),
+        ("crm.customer.upserted", new_id, 2),
+    ]
+
+
+class _TestBase(DeclarativeBase):
+    pass
+
+
+class ProductRow(_TestBase):
+    """A model whose owner increments the version by hand."""
+
+    __tablename__ = "orm_test_products"
+
+    sku: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    stock: Mapped[int] = mapped_column(sa.Integer)
+    version: Mapped[int] = mapped_column(sa.Integer)
+
+
+def test_two_states_of_one_key_at_one_version_are_refused(
+    crm: tuple[sa.Engine, sessionmaker[Session]],
+) -> None:
+    engine, factory = crm
+    _TestBase.metadata.drop_all(engine)
+    _TestBase.metadata.create_all(engine)
+    tracker = OutboxTracker()
+    tracker.track(
+        ProductRow,
+        Product,
+        to_contract=lambda r: Product(
+            sku=r.sku, title=r.sku, price=Decimal("1.00"), active=True, stock=r.stock
+        ),
+        version_attr="version",
+    )
+    try:
+        with factory.begin() as session:
+            row = ProductRow(sku="P-1", stock=1, version=1)
+            session.add(row)
+            session.flush()
+            row.stock = 2
+            row.version = 2
+            session.flush()
+            row.stock = 3  # a new state, the version forgotten
+            with pytest.raises(UnpublishableChangeError, match="twice at version 2"):
+                session.flush()
+            session.rollback()
+    finally:
+        tracker.untrack(ProductRow)
     assert outbox(engine) == []

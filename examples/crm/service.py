@@ -2,8 +2,8 @@
 
 Its code is ordinary SQLAlchemy ORM. One declaration (``tracker.track``) ties
 the ``CustomerRow`` model to the ``crm.customer`` contract; from then on each
-flush writes the change events in the same transaction as the rows, with the
-row's ``version`` column as the per-key version.
+flush, in any session, writes the change events in the same transaction as
+the rows, with the row's ``version`` column as the per-key version.
 """
 
 from __future__ import annotations
@@ -78,7 +78,5 @@ def create_schema(engine: sa.Engine) -> None:
 
 
 def sessions(engine: sa.Engine) -> sessionmaker[Session]:
-    """crm's sessions, which publish their customer changes."""
-    factory = sessionmaker(engine, expire_on_commit=False)
-    tracker.install(factory)
-    return factory
+    """crm's sessions: every flush of a CustomerRow writes its change event."""
+    return sessionmaker(engine, expire_on_commit=False)

@@ -1,19 +1,31 @@
 """ORM integration: flushed inserts, updates and deletes write their outbox rows.
 
 Owners declare once that an ORM model maps to a contract; from then on every
-flush of a session writes, in the same transaction, one change event per
-inserted, updated or deleted row of that model::
+flush, in any session, writes in the same transaction one change event per row
+of that model that the flush inserted, updated or deleted::
 
     tracker = OutboxTracker()
     tracker.track(ProductRow, Product, to_contract=lambda row: Product(...))
-    tracker.install(Session)       # or a sessionmaker, or one session
 
-The per-key version is the model's SQLAlchemy ``version_id_col`` (or a named
-attribute that the owner increments). A delete is published at the row's
-version plus one, since SQLAlchemy does not bump the counter on delete.
+Events come from SQLAlchemy's mapper events, so they describe exactly the SQL
+the flush ran: an update with no net change writes nothing, a delete and
+re-add of one key in one flush (a "row switch") is one update, and a change of
+a key field writes a delete of the old key and an upsert of the new one.
 
-A row whose contract validation fails makes the flush fail: an owner never
-commits a change it cannot publish.
+The per-key version is the model's ``version_id_col`` (or a named attribute
+the owner increments). A delete is published at the row's version plus one,
+since SQLAlchemy does not bump the counter on delete. A key deleted and
+inserted again (later, or in the same flush, which SQLAlchemy turns into an
+update) must continue above the deleted row's version: a new row starting at
+1 would be stale for consumers, who keep the tombstone. Use soft deletes, or
+set the version of the re-created row.
+
+Refused, with :class:`UnpublishableChangeError`, so that no change commits
+without its event: a row whose contract validation fails, two different
+states of one key at one version in one transaction, and bulk
+``update()``/``delete()``/``insert()`` statements on a tracked model, which
+bypass the flush (``Session.bulk_save_objects`` and the other legacy bulk
+methods bypass it too and must not be used on tracked models).
 """
 
 from __future__ import annotations
@@ -27,7 +39,7 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy import event
-from sqlalchemy.orm import Session, UOWTransaction, sessionmaker
+from sqlalchemy.orm import Mapper, ORMExecuteState, Session, UOWTransaction, object_session
 
 from replication.contracts import Contract, ContractInfo
 from replication.errors import ReplicationError
@@ -35,9 +47,12 @@ from replication.events import ChangeEvent, deleted, describe_validation_error, 
 from replication.outbox.record import insert_rows, outbox_row
 from replication.outbox.table import outbox_table
 
+_PENDING = "replication.outbox.pending"
+_EMITTED = "replication.outbox.emitted"
+
 
 class UnpublishableChangeError(ReplicationError):
-    """A flushed row cannot become a valid change event; the flush is refused."""
+    """A flushed change cannot become a valid change event; the flush is refused."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +60,7 @@ class _Tracked:
     contract: ContractInfo
     to_contract: Callable[[Any], Contract]
     version_attr: str
-    key_of: Callable[[Any], tuple[Any, ...]]
+    key_attrs: tuple[str, ...]
 
 
 class OutboxTracker:
@@ -54,6 +69,7 @@ class OutboxTracker:
     def __init__(self, table: sa.Table | None = None) -> None:
         self.table = table if table is not None else outbox_table()
         self._tracked: dict[type, _Tracked] = {}
+        self._listening = False
 
     def track(
         self,
@@ -62,52 +78,126 @@ class OutboxTracker:
         *,
         to_contract: Callable[[Any], Contract],
         version_attr: str | None = None,
-        key_of: Callable[[Any], tuple[Any, ...]] | None = None,
+        key_attrs: tuple[str, ...] | None = None,
     ) -> None:
-        """Publish the changes of ``model`` as events of ``contract``."""
+        """Publish the changes of ``model`` (and its subclasses) as events of ``contract``."""
         info = contract.__contract__
         attr = version_attr or _version_attribute(model)
-        if key_of is None:
-            names = info.key
+        already = model in self._tracked
+        self._tracked[model] = _Tracked(info, to_contract, attr, key_attrs or info.key)
+        if already:
+            return
+        event.listen(model, "after_insert", self._after_insert, propagate=True)
+        event.listen(model, "after_update", self._after_update, propagate=True)
+        event.listen(model, "after_delete", self._after_delete, propagate=True)
+        if not self._listening:
+            event.listen(Session, "after_flush", self._after_flush)
+            event.listen(Session, "do_orm_execute", self._refuse_bulk_dml)
+            event.listen(Session, "after_transaction_end", self._forget_emitted)
+            self._listening = True
 
-            def key_of(row: Any) -> tuple[Any, ...]:
-                return tuple(getattr(row, name) for name in names)
+    def untrack(self, model: type) -> None:
+        """Stop publishing the changes of ``model``."""
+        if self._tracked.pop(model, None) is None:
+            return
+        event.remove(model, "after_insert", self._after_insert)
+        event.remove(model, "after_update", self._after_update)
+        event.remove(model, "after_delete", self._after_delete)
 
-        self._tracked[model] = _Tracked(info, to_contract, attr, key_of)
-
-    def install(self, target: type[Session] | sessionmaker[Any] | Session = Session) -> None:
-        """Listen to flushes of ``target`` (the Session class, a sessionmaker, or one session)."""
-        event.listen(target, "after_flush", self._after_flush)
-
-    def uninstall(self, target: type[Session] | sessionmaker[Any] | Session = Session) -> None:
-        """Stop listening to ``target``."""
-        event.remove(target, "after_flush", self._after_flush)
-
-    def events_for(self, session: Session) -> list[ChangeEvent]:
-        """The change events of what ``session`` is flushing (call during a flush)."""
-        events: list[ChangeEvent] = []
-        for obj in session.new:
-            tracked = self._tracked.get(type(obj))
+    def _spec(self, obj: Any) -> _Tracked | None:
+        for cls in type(obj).__mro__:
+            tracked = self._tracked.get(cls)
             if tracked is not None:
-                events.append(self._upsert(tracked, obj))
-        for obj in session.dirty:
-            tracked = self._tracked.get(type(obj))
-            if tracked is not None and session.is_modified(obj, include_collections=False):
-                events.append(self._upsert(tracked, obj))
-        for obj in session.deleted:
-            tracked = self._tracked.get(type(obj))
-            if tracked is not None:
-                version = _version(tracked, obj) + 1
-                events.append(deleted(tracked.contract, tracked.key_of(obj), version))
-        return events
+                return tracked
+        return None
+
+    # -- mapper events: what the flush actually wrote ----------------------------------
+
+    def _after_insert(self, mapper: Mapper[Any], connection: sa.Connection, obj: Any) -> None:
+        tracked = self._spec(obj)
+        if tracked is not None:
+            self._queue(obj, connection, self._upsert(tracked, obj))
+
+    def _after_update(self, mapper: Mapper[Any], connection: sa.Connection, obj: Any) -> None:
+        tracked = self._spec(obj)
+        if tracked is None:
+            return
+        state = sa.inspect(obj)
+        changed = [a.key for a in mapper.column_attrs if state.attrs[a.key].history.has_changes()]
+        if not [name for name in changed if name != tracked.version_attr]:
+            return  # no net change: nothing was written
+        old_key = self._old_key(tracked, obj)
+        if old_key is not None:
+            version = _version(tracked, obj)
+            self._queue(obj, connection, deleted(tracked.contract, old_key, version))
+        self._queue(obj, connection, self._upsert(tracked, obj))
+
+    def _after_delete(self, mapper: Mapper[Any], connection: sa.Connection, obj: Any) -> None:
+        tracked = self._spec(obj)
+        if tracked is not None:
+            key = tuple(getattr(obj, name) for name in tracked.key_attrs)
+            version = _version(tracked, obj) + 1
+            self._queue(obj, connection, deleted(tracked.contract, key, version))
+
+    def _old_key(self, tracked: _Tracked, obj: Any) -> tuple[Any, ...] | None:
+        state = sa.inspect(obj)
+        old = []
+        moved = False
+        for name in tracked.key_attrs:
+            history = state.attrs[name].history
+            if history.deleted and history.added:
+                old.append(history.deleted[0])
+                moved = True
+            else:
+                old.append(getattr(obj, name))
+        return tuple(old) if moved else None
+
+    def _queue(self, obj: Any, connection: sa.Connection, change: ChangeEvent) -> None:
+        session = object_session(obj)
+        if session is None:  # pragma: no cover - flushed objects always have a session
+            raise UnpublishableChangeError(f"{change!r} was flushed outside a session")
+        emitted: dict[tuple[str, str], tuple[int, bytes]] = session.info.setdefault(_EMITTED, {})
+        slot = (change.entity, change.subject)
+        row = outbox_row(change)
+        fingerprint = (change.op + row["payload"].split('"data":', 1)[1]).encode()
+        previous = emitted.get(slot)
+        if previous is not None and previous[0] == change.version and previous[1] != fingerprint:
+            raise UnpublishableChangeError(
+                f"{change.entity} {change.subject!r} would be published twice at version "
+                f"{change.version} with different states; increment its version before each "
+                "flush that changes it"
+            )
+        emitted[slot] = (change.version, fingerprint)
+        session.info.setdefault(_PENDING, []).append((connection, row))
+
+    # -- session events ---------------------------------------------------------------
 
     def _after_flush(self, session: Session, flush_context: UOWTransaction) -> None:
-        events = self.events_for(session)
-        if events:
-            insert_rows(session.connection(), [outbox_row(e) for e in events], self.table)
+        pending: list[tuple[sa.Connection, dict[str, Any]]] = session.info.pop(_PENDING, [])
+        by_connection: dict[int, tuple[sa.Connection, list[dict[str, Any]]]] = {}
+        for connection, row in pending:
+            by_connection.setdefault(id(connection), (connection, []))[1].append(row)
+        for connection, rows in by_connection.values():
+            insert_rows(connection, rows, self.table)
+
+    def _forget_emitted(self, session: Session, transaction: Any) -> None:
+        if transaction.parent is None:
+            session.info.pop(_EMITTED, None)
+            session.info.pop(_PENDING, None)
+
+    def _refuse_bulk_dml(self, state: ORMExecuteState) -> None:
+        if not (state.is_update or state.is_delete or state.is_insert):
+            return
+        for mapper in state.all_mappers:
+            if any(issubclass(mapper.class_, model) for model in self._tracked):
+                kind = "UPDATE" if state.is_update else "DELETE" if state.is_delete else "INSERT"
+                raise UnpublishableChangeError(
+                    f"bulk {kind} on {mapper.class_.__name__} would change rows without "
+                    "writing their change events; load the objects and change them instead"
+                )
 
     def _upsert(self, tracked: _Tracked, obj: Any) -> ChangeEvent:
-        label = f"{type(obj).__name__} {tracked.key_of(obj)!r}"
+        label = f"{type(obj).__name__} {tuple(getattr(obj, k) for k in tracked.key_attrs)!r}"
         try:
             state = tracked.to_contract(obj)
         except ValidationError as exc:
@@ -134,7 +224,7 @@ def _version(tracked: _Tracked, obj: Any) -> int:
 
 
 def _version_attribute(model: type) -> str:
-    mapper: sa.orm.Mapper[Any] = sa.inspect(model)
+    mapper: Mapper[Any] = sa.inspect(model)
     column = mapper.version_id_col
     if column is None:
         raise ReplicationError(
