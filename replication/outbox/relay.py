@@ -27,6 +27,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -38,6 +39,7 @@ from replication.outbox.publisher import (
     OutgoingMessage,
     Publisher,
     PublishError,
+    PublishResult,
 )
 from replication.outbox.table import outbox_table
 from replication.payloads import EXTENDED_SIZE_ATTRIBUTE, SNS_MAX_BYTES, PayloadStore
@@ -90,6 +92,8 @@ class RelayConfig:
     backoff_base: float = 1.0
     """Seconds before the first retry of a failed row; doubles per attempt."""
     backoff_max: float = 300.0
+    publish_concurrency: int = 4
+    """PublishBatch calls in flight at once (only ever for distinct keys)."""
     retention: dt.timedelta = dt.timedelta(days=7)
     """How long published rows are kept before :meth:`Relay.purge_published` removes them."""
 
@@ -159,6 +163,7 @@ class Relay:
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._naive = engine.dialect.name != "postgresql"
         self._skip_locked = engine.dialect.name in ("postgresql", "mysql", "mariadb")
+        self._pool: ThreadPoolExecutor | None = None
 
     def _db_time(self, when: dt.datetime) -> dt.datetime:
         # MySQL and SQLite columns hold UTC without an offset.
@@ -357,30 +362,55 @@ class Relay:
                 failed_keys.add(row.key)
                 continue
             by_topic.setdefault(route.topic_arn, []).append((row, message))
-        for arn, items in by_topic.items():
-            for batch in _batches(items):
-                batch = [(r, m) for r, m in batch if r.key not in failed_keys]
-                if not batch:
-                    continue
-                try:
-                    result = self.publisher.publish_batch(arn, [m for _, m in batch])
-                except PublishError as exc:
+        calls = [(arn, batch) for arn, items in by_topic.items() for batch in _batches(items)]
+        for wave in _waves(calls):
+            wave = [
+                (arn, [(r, m) for r, m in batch if r.key not in failed_keys]) for arn, batch in wave
+            ]
+            wave = [(arn, batch) for arn, batch in wave if batch]
+            outcomes = self._send(wave)
+            throttled = False
+            for (_, batch), outcome in zip(wave, outcomes, strict=True):
+                if isinstance(outcome, PublishError):
                     for row, _ in batch:
-                        failures[row.id] = (row.attempts, str(exc))
+                        failures[row.id] = (row.attempts, str(outcome))
                         failed_keys.add(row.key)
-                    stats.errors.append(str(exc))
-                    if exc.throttled:
-                        stats.throttled += 1
-                        return published, failures  # slow down: stop this cycle
+                    stats.errors.append(str(outcome))
+                    throttled = throttled or outcome.throttled
                     continue
                 for row, message in batch:
-                    reason = result.failed.get(message.id)
+                    reason = outcome.failed.get(message.id)
                     if reason is None:
                         published.append(row.id)
                     else:
                         failures[row.id] = (row.attempts, reason)
                         failed_keys.add(row.key)
+            if throttled:
+                stats.throttled += 1
+                break  # slow down: stop this cycle
         return published, failures
+
+    def _send(
+        self, wave: list[tuple[str, list[tuple[_Row, OutgoingMessage]]]]
+    ) -> list[PublishResult | PublishError]:
+        """Publish one wave's calls, several at once (no key appears twice in a wave)."""
+
+        def call(
+            arn: str, batch: list[tuple[_Row, OutgoingMessage]]
+        ) -> PublishResult | PublishError:
+            try:
+                return self.publisher.publish_batch(arn, [m for _, m in batch])
+            except PublishError as exc:
+                return exc
+
+        if len(wave) <= 1 or self.config.publish_concurrency <= 1:
+            return [call(arn, batch) for arn, batch in wave]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                self.config.publish_concurrency, thread_name_prefix="relay-publish"
+            )
+        futures = [self._pool.submit(call, arn, batch) for arn, batch in wave]
+        return [future.result() for future in futures]
 
     def _mark(
         self,
@@ -430,6 +460,23 @@ def _group_id(subject: str) -> str:
 
 class _UnpublishableRowError(Exception):
     """A row that cannot be published as it is."""
+
+
+def _waves(
+    calls: list[tuple[str, list[tuple[_Row, OutgoingMessage]]]],
+) -> Iterable[list[tuple[str, list[tuple[_Row, OutgoingMessage]]]]]:
+    """Consecutive calls grouped so that no key is in two calls of one group."""
+    wave: list[tuple[str, list[tuple[_Row, OutgoingMessage]]]] = []
+    keys: set[tuple[str, str]] = set()
+    for arn, batch in calls:
+        batch_keys = {row.key for row, _ in batch}
+        if wave and batch_keys & keys:
+            yield wave
+            wave, keys = [], set()
+        wave.append((arn, batch))
+        keys |= batch_keys
+    if wave:
+        yield wave
 
 
 def _batches(
