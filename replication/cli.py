@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from replication.contracts import registry
 from replication.errors import ConfigurationError
@@ -132,6 +134,38 @@ def _cmd_relay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _topology(args: argparse.Namespace) -> Any:
+    from replication.topology.model import build_topology
+
+    prefix = args.prefix or os.environ.get("REPLICATION_PREFIX", "dev")
+    return build_topology(_manifests(args.manifests), prefix=prefix)
+
+
+def _cmd_topology_plan(args: argparse.Namespace) -> int:
+    from replication.topology.aws import AwsTopology
+
+    plan = AwsTopology.from_environment().plan(_topology(args))
+    if args.json:
+        print(json.dumps({"changes": [c.as_dict() for c in plan.changes]}, indent=2))
+    else:
+        print(plan.render())
+    return EXIT_OK
+
+
+def _cmd_topology_apply(args: argparse.Namespace) -> int:
+    from replication.topology.aws import AwsTopology
+
+    topology = _topology(args)
+    aws = AwsTopology.from_environment()
+    plan = aws.plan(topology)
+    print(plan.render())
+    if not plan.pending:
+        return EXIT_OK
+    aws.apply(topology)
+    print(f"applied {len(plan.pending)} change(s)")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``replication`` command."""
     parser = argparse.ArgumentParser(
@@ -188,6 +222,29 @@ def build_parser() -> argparse.ArgumentParser:
             help="database dialect (default: postgresql)",
         )
     ddl.set_defaults(func=_cmd_mirrors_ddl)
+
+    topology = groups.add_parser("topology", help="SNS topics, SQS queues and DLQs")
+    topology_cmds = topology.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    plan = topology_cmds.add_parser(
+        "plan",
+        help="compare the manifests with the live account and show what apply would do",
+        epilog="Example: AWS_ENDPOINT_URL=http://127.0.0.1:5000 replication topology plan --json",
+    )
+    plan.add_argument("--json", action="store_true", help="machine-readable output")
+    apply = topology_cmds.add_parser(
+        "apply",
+        help="create or fix topics, queues, DLQs and subscriptions; deletes nothing",
+        epilog="Example: replication topology apply --manifests examples --prefix prod",
+    )
+    for sub in (plan, apply):
+        sub.add_argument(
+            "--manifests", nargs="+", default=["examples"], help="manifest files or folders"
+        )
+        sub.add_argument(
+            "--prefix", help="resource name prefix (default $REPLICATION_PREFIX or dev)"
+        )
+    plan.set_defaults(func=_cmd_topology_plan)
+    apply.set_defaults(func=_cmd_topology_apply)
 
     relay = groups.add_parser(
         "relay",
