@@ -166,6 +166,19 @@ def _cmd_topology_apply(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_topology_render(args: argparse.Namespace) -> int:
+    from replication.topology.cloudformation import render_templates
+
+    templates = render_templates(_manifests(args.manifests))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for account, template in templates.items():
+        target = out / f"replication-{account}.json"
+        target.write_text(json.dumps(template, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {target} ({len(template['Resources'])} resources)")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``replication`` command."""
     parser = argparse.ArgumentParser(
@@ -243,6 +256,19 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--prefix", help="resource name prefix (default $REPLICATION_PREFIX or dev)"
         )
+    render_cfn = topology_cmds.add_parser(
+        "render",
+        help="write CloudFormation templates (one per AWS account) for the topology",
+        epilog="Example: replication topology render --manifests examples --out build/cfn",
+    )
+    render_cfn.add_argument(
+        "--manifests", nargs="+", default=["examples"], help="manifest files or folders"
+    )
+    render_cfn.add_argument(
+        "--format", choices=["cloudformation"], default="cloudformation", help="output format"
+    )
+    render_cfn.add_argument("--out", default="build/cloudformation", help="output folder")
+    render_cfn.set_defaults(func=_cmd_topology_render)
     plan.set_defaults(func=_cmd_topology_plan)
     apply.set_defaults(func=_cmd_topology_apply)
 

@@ -1,0 +1,143 @@
+"""The CloudFormation rendering: cfn-lint clean, secure by construction, one per account."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from replication.manifest import load_manifests
+from replication.topology.cloudformation import RenderSettings, render_templates
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {k: v["Properties"] for k, v in template["Resources"].items() if v["Type"] == kind}
+
+
+def statements(template: dict[str, Any]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for resource in template["Resources"].values():
+        properties = resource["Properties"]
+        for document in [properties.get("PolicyDocument")] + [
+            p["PolicyDocument"] for p in properties.get("Policies", [])
+        ]:
+            if document:
+                found += document["Statement"]
+    return found
+
+
+@pytest.fixture(scope="module")
+def example() -> dict[str, Any]:
+    return render_templates(load_manifests([ROOT / "examples"]))["default"]
+
+
+def test_the_rendered_template_passes_cfn_lint_without_errors_or_warnings(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "replication.cli", "topology", "render"),
+            *("--manifests", "examples", "--out", str(tmp_path)),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    [template] = tmp_path.iterdir()
+    lint = shutil.which("cfn-lint", path=str(Path(sys.executable).parent))
+    assert lint is not None
+    linted = subprocess.run([lint, str(template)], capture_output=True, text=True, check=False)
+    assert (linted.returncode, linted.stdout) == (0, "")
+
+
+def test_queues_admit_only_their_topic_and_everything_is_encrypted(example: dict[str, Any]) -> None:
+    topics = resources(example, "AWS::SNS::Topic")
+    queues = resources(example, "AWS::SQS::Queue")
+    policies = resources(example, "AWS::SQS::QueuePolicy")
+
+    assert topics
+    assert all(t["KmsMasterKeyId"] == "alias/aws/sns" for t in topics.values())
+    assert len(queues) == 4  # two queues and their DLQs
+    assert all(q["SqsManagedSseEnabled"] is True for q in queues.values())
+    for name, policy in policies.items():
+        [statement] = policy["PolicyDocument"]["Statement"]
+        assert statement["Principal"] == {"Service": "sns.amazonaws.com"}
+        assert statement["Action"] == "sqs:SendMessage"
+        assert statement["Condition"]["ArnEquals"]["aws:SourceArn"]["Ref"].endswith("Topic"), name
+
+
+def test_no_policy_grants_a_wildcard_action_and_roles_are_scoped(example: dict[str, Any]) -> None:
+    for statement in statements(example):
+        actions = statement["Action"]
+        for action in [actions] if isinstance(actions, str) else actions:
+            assert "*" not in action, statement
+        assert statement.get("Resource") != "*", statement
+    relay = resources(example, "AWS::IAM::Role")["CrmRelayRole"]
+    [policy] = relay["Policies"]
+    publish = policy["PolicyDocument"]["Statement"][0]
+    assert publish == {
+        "Effect": "Allow",
+        "Action": "sns:Publish",
+        "Resource": [{"Ref": "CrmCustomerV1Topic"}],
+    }
+
+
+def test_apply_functions_report_batch_item_failures_with_a_long_enough_visibility(
+    example: dict[str, Any],
+) -> None:
+    settings = RenderSettings()
+    mappings = resources(example, "AWS::Lambda::EventSourceMapping")
+    queues = resources(example, "AWS::SQS::Queue")
+
+    assert len(mappings) == 2
+    for mapping in mappings.values():
+        assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        assert mapping["BatchSize"] == settings.batch_size
+        assert mapping["ScalingConfig"] == {"MaximumConcurrency": settings.max_concurrency}
+    for name, queue in queues.items():
+        if not name.endswith("Dlq"):
+            assert queue["VisibilityTimeout"] >= 6 * settings.apply_timeout
+            assert queue["RedrivePolicy"]["maxReceiveCount"] >= 5
+    alarms = resources(example, "AWS::CloudWatch::Alarm")
+    assert sorted({a["MetricName"] for a in alarms.values()}) == [
+        "ApproximateAgeOfOldestMessage",
+        "ApproximateNumberOfMessagesVisible",
+    ]
+    secrets = [p for p in example["Parameters"] if p.endswith("DatabaseSecretArn")]
+    assert sorted(secrets) == [
+        "CatalogDatabaseSecretArn",
+        "CrmDatabaseSecretArn",
+        "OrdersDatabaseSecretArn",
+    ]
+
+
+def test_services_in_several_accounts_get_one_template_each(tmp_path: Path) -> None:
+    folder = tmp_path / "services"
+    shutil.copytree(ROOT / "examples", folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    for service, account in (("crm", "111111111111"), ("orders", "222222222222")):
+        path = folder / service / "replication.yaml"
+        path.write_text(
+            path.read_text().replace(
+                f"service: {service}\n", f'service: {service}\naccount: "{account}"\n'
+            )
+        )
+
+    templates = render_templates(load_manifests([folder]))
+
+    assert sorted(templates) == ["111111111111", "222222222222", "default"]
+    orders = templates["222222222222"]
+    assert resources(orders, "AWS::SNS::Topic") == {}
+    subscription = resources(orders, "AWS::SNS::Subscription")["OrdersCrmCustomerV1Subscription"]
+    assert subscription["TopicArn"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:sns:${AWS::Region}:111111111111:${Prefix}-crm-customer-v1"
+    }
+    assert "CrmCustomerV1Topic" in templates["111111111111"]["Resources"]
+    for template in templates.values():
+        json.dumps(template)  # serialisable as written
