@@ -179,6 +179,34 @@ def _cmd_topology_render(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_topology_destroy(args: argparse.Namespace) -> int:
+    from replication.topology.aws import AwsTopology, destroy
+
+    topology = _topology(args)
+    count = len(topology.topics) + 3 * len(topology.queues)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise ConfigurationError(
+                "destroy needs confirmation: run it in a terminal or pass --yes"
+            )
+        answer = input(
+            f"Delete {count} resources with prefix {topology.prefix!r}? "
+            f"Type '{topology.prefix}' to confirm: "
+        )
+        if answer.strip() != topology.prefix:
+            print("not confirmed; nothing deleted")
+            return EXIT_INVALID
+    removals = destroy(
+        AwsTopology.from_environment(), topology, delete_messages=args.delete_messages
+    )
+    kept = [r for r in removals if not r.deleted]
+    for removal in removals:
+        state = "deleted" if removal.deleted else f"kept: {removal.reason}"
+        print(f"{removal.kind:<12} {removal.name}  ({state})")
+    print(f"{len(removals) - len(kept)} deleted, {len(kept)} kept")
+    return EXIT_INVALID if kept else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``replication`` command."""
     parser = argparse.ArgumentParser(
@@ -269,6 +297,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render_cfn.add_argument("--out", default="build/cloudformation", help="output folder")
     render_cfn.set_defaults(func=_cmd_topology_render)
+    destroy = topology_cmds.add_parser(
+        "destroy",
+        help="delete the topology's resources, after confirmation; keeps queues with messages",
+        epilog="Example: replication topology destroy --prefix test --yes",
+    )
+    destroy.add_argument(
+        "--manifests", nargs="+", default=["examples"], help="manifest files or folders"
+    )
+    destroy.add_argument(
+        "--prefix", help="resource name prefix (default $REPLICATION_PREFIX or dev)"
+    )
+    destroy.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    destroy.add_argument(
+        "--delete-messages",
+        action="store_true",
+        help="also delete queues and DLQs that still hold messages (they are lost)",
+    )
+    destroy.set_defaults(func=_cmd_topology_destroy)
     plan.set_defaults(func=_cmd_topology_plan)
     apply.set_defaults(func=_cmd_topology_apply)
 

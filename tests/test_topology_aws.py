@@ -222,3 +222,44 @@ def test_the_plan_command_prints_json_for_scripts(moto: MotoServer, manifests: P
         "name": "cli-crm-customer-v1",
         "differences": [],
     } in (changes)
+
+
+def test_destroy_keeps_queues_holding_messages_unless_told(
+    moto: MotoServer, manifests: Path
+) -> None:
+    from replication.topology.aws import destroy
+
+    topology = topology_of(manifests)
+    live = aws(moto)
+    live.apply(topology)
+    [held] = [q for q in topology.queues if q.consumer == "billing"]
+    sqs = moto.client("sqs")
+    sqs.send_message(QueueUrl=sqs.get_queue_url(QueueName=held.dlq)["QueueUrl"], MessageBody="x")
+
+    removals = destroy(live, topology)
+
+    kept = [(r.kind, r.name, r.reason) for r in removals if not r.deleted]
+    assert kept == [("dlq", held.dlq, "holds 1 message(s); export or replay them first")]
+    assert sqs.get_queue_url(QueueName=held.dlq)["QueueUrl"]
+    assert live.plan(topology).pending != ()
+    assert {c.name for c in live.plan(topology).changes if c.action == "unchanged"} == {held.dlq}
+
+    again = destroy(live, topology, delete_messages=True)
+    assert [(r.kind, r.name, r.deleted) for r in again] == [("dlq", held.dlq, True)]
+
+
+def test_the_destroy_command_needs_confirmation(moto: MotoServer, manifests: Path) -> None:
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "replication.cli", "topology", "destroy"),
+            *("--manifests", str(manifests), "--prefix", "gone"),
+        ],
+        cwd=ROOT,
+        env=moto.env(),
+        capture_output=True,
+        text=True,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 1
+    assert "destroy needs confirmation: run it in a terminal or pass --yes" in done.stderr

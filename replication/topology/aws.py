@@ -3,12 +3,13 @@
 :meth:`AwsTopology.plan` compares the topology with the live account and lists
 what would be created, updated or left alone, with the differing attributes;
 :meth:`AwsTopology.apply` carries the plan out. Running ``apply`` twice changes
-nothing the second time. Nothing here deletes anything.
+nothing the second time. ``apply`` deletes nothing; :func:`destroy` deletes,
+but keeps a queue or DLQ that still holds messages unless told otherwise.
 """
 
 from __future__ import annotations
 
-__all__ = ["AwsTopology", "Change", "Plan"]
+__all__ = ["AwsTopology", "Change", "Plan", "Removal", "destroy"]
 
 import json
 from dataclasses import dataclass, field
@@ -287,3 +288,56 @@ class AwsTopology:
             self.sns.set_subscription_attributes(
                 SubscriptionArn=found[0], AttributeName=name, AttributeValue=value
             )
+
+
+@dataclass(frozen=True)
+class Removal:
+    """One resource ``destroy`` deleted, or kept and why."""
+
+    kind: Kind
+    name: str
+    deleted: bool
+    reason: str = ""
+
+
+def _message_count(attributes: dict[str, str]) -> int:
+    names = (
+        "ApproximateNumberOfMessages",
+        "ApproximateNumberOfMessagesNotVisible",
+        "ApproximateNumberOfMessagesDelayed",
+    )
+    return sum(int(attributes.get(n, "0")) for n in names)
+
+
+def destroy(
+    live: AwsTopology, topology: Topology, *, delete_messages: bool = False
+) -> list[Removal]:
+    """Delete the topology's resources; a queue or DLQ holding messages is kept unless told."""
+    removals: list[Removal] = []
+    for queue in topology.queues:
+        topic = topology.topic(queue.entity, queue.version)
+        arn = live.topic_arn(topic)
+        if live._topic_live(arn) is not None:
+            found = live._subscription_live(arn, live.queue_arn(queue.name, queue.account))
+            if found is not None:
+                live.sns.unsubscribe(SubscriptionArn=found[0])
+                removals.append(Removal("subscription", f"{queue.topic} -> {queue.name}", True))
+        pairs: tuple[tuple[Kind, str], ...] = (("queue", queue.name), ("dlq", queue.dlq))
+        for kind, name in pairs:
+            attributes = live._queue_live(name)
+            if attributes is None:
+                continue
+            count = _message_count(attributes)
+            if count and not delete_messages:
+                reason = f"holds {count} message(s); export or replay them first"
+                removals.append(Removal(kind, name, False, reason))
+                continue
+            url = live.sqs.get_queue_url(QueueName=name)["QueueUrl"]
+            live.sqs.delete_queue(QueueUrl=url)
+            removals.append(Removal(kind, name, True))
+    for topic in topology.topics:
+        arn = live.topic_arn(topic)
+        if live._topic_live(arn) is not None:
+            live.sns.delete_topic(TopicArn=arn)
+            removals.append(Removal("topic", topic.name, True))
+    return removals
