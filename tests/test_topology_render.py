@@ -138,7 +138,18 @@ def test_services_in_several_accounts_get_one_template_each(tmp_path: Path) -> N
     assert subscription["TopicArn"] == {
         "Fn::Sub": "arn:${AWS::Partition}:sns:${AWS::Region}:111111111111:${Prefix}-crm-customer-v1"
     }
-    assert "CrmCustomerV1Topic" in templates["111111111111"]["Resources"]
+    crm = templates["111111111111"]
+    policy = resources(crm, "AWS::SNS::TopicPolicy")["CrmCustomerV1TopicPolicy"]
+    grants = {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
+    assert grants["ConsumerAccountsSubscribe"]["Principal"] == {
+        "AWS": [{"Fn::Sub": "arn:${AWS::Partition}:iam::222222222222:root"}]
+    }
+    assert grants["ConsumerAccountsSubscribe"]["Action"] == "sns:Subscribe"
+    queue_policy = resources(orders, "AWS::SQS::QueuePolicy")["OrdersCrmCustomerV1QueuePolicy"]
+    [statement] = queue_policy["PolicyDocument"]["Statement"]
+    assert statement["Condition"]["ArnEquals"]["aws:SourceArn"] == subscription["TopicArn"]
+    # crm's topic policy: its relay publishes, orders' account subscribes, nothing else
+    assert sorted(grants) == ["ConsumerAccountsSubscribe", "OwnerPublishes"]
     for template in templates.values():
         json.dumps(template)  # serialisable as written
 

@@ -139,7 +139,16 @@ def _template(
     local_topics = [t for t in topics if t.owner in names]
     local_queues = [q for q in queues if q.consumer in names]
     for topic in local_topics:
-        _topic(resources, topic)
+        subscribers = sorted(
+            {
+                account
+                for q in queues
+                if q.topic == topic.name
+                and (account := by_service[q.consumer].account) is not None
+                and account != by_service[topic.owner].account
+            }
+        )
+        _topic(resources, topic, subscribers)
     for queue in local_queues:
         _queue(resources, queue, topics, by_service, settings)
     for manifest in services:
@@ -178,7 +187,7 @@ def _template(
     return template
 
 
-def _topic(resources: dict[str, Any], topic: TopicSpec) -> None:
+def _topic(resources: dict[str, Any], topic: TopicSpec, subscriber_accounts: list[str]) -> None:
     logical = _logical(topic.entity, f"v{topic.version}", "Topic")
     properties: dict[str, Any] = {
         "TopicName": _sub(topic.name),
@@ -201,7 +210,27 @@ def _topic(resources: dict[str, Any], topic: TopicSpec) -> None:
                         "Principal": {"AWS": _arn(role)},
                         "Action": "sns:Publish",
                         "Resource": {"Ref": logical},
-                    }
+                    },
+                    *(
+                        [
+                            {
+                                # Consumers in other accounts subscribe their SQS queues.
+                                "Sid": "ConsumerAccountsSubscribe",
+                                "Effect": "Allow",
+                                "Principal": {
+                                    "AWS": [
+                                        _sub(f"arn:${{AWS::Partition}}:iam::{a}:root")
+                                        for a in subscriber_accounts
+                                    ]
+                                },
+                                "Action": "sns:Subscribe",
+                                "Resource": {"Ref": logical},
+                                "Condition": {"StringEquals": {"sns:Protocol": "sqs"}},
+                            }
+                        ]
+                        if subscriber_accounts
+                        else []
+                    ),
                 ],
             },
         },
