@@ -167,9 +167,16 @@ def _cmd_topology_apply(args: argparse.Namespace) -> int:
 
 
 def _cmd_topology_render(args: argparse.Namespace) -> int:
-    from replication.topology.cloudformation import render_templates
+    from replication.topology.cloudformation import RenderSettings, render_templates
 
-    templates = render_templates(_manifests(args.manifests))
+    settings = RenderSettings(
+        provisioned_concurrency=args.provisioned_concurrency,
+        snapstart=args.snapstart,
+        keep_warm=args.keep_warm,
+        batch_size=args.batch_size,
+        max_concurrency=args.max_concurrency,
+    )
+    templates = render_templates(_manifests(args.manifests), settings)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for account, template in templates.items():
@@ -296,6 +303,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=["cloudformation"], default="cloudformation", help="output format"
     )
     render_cfn.add_argument("--out", default="build/cloudformation", help="output folder")
+    render_cfn.add_argument(
+        "--provisioned-concurrency",
+        type=int,
+        default=0,
+        help="apply function environments kept initialised (default 0)",
+    )
+    render_cfn.add_argument(
+        "--snapstart", action="store_true", help="SnapStart on the apply functions"
+    )
+    render_cfn.add_argument(
+        "--keep-warm", metavar="SCHEDULE", help="ping apply functions, e.g. 'rate(5 minutes)'"
+    )
+    render_cfn.add_argument("--batch-size", type=int, default=10, help="SQS batch size (10)")
+    render_cfn.add_argument(
+        "--max-concurrency", type=int, default=5, help="event source mapping concurrency (5)"
+    )
     render_cfn.set_defaults(func=_cmd_topology_render)
     destroy = topology_cmds.add_parser(
         "destroy",

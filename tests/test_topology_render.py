@@ -184,3 +184,39 @@ def test_the_security_scanner_reports_no_failed_check(tmp_path: Path) -> None:
     assert summary["passed"] >= 40
     skipped = {c["check_id"] for c in report["results"]["skipped_checks"]}
     assert skipped == {"CKV_AWS_27", "CKV_AWS_116", "CKV_AWS_117", "CKV_AWS_173"}
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        RenderSettings(provisioned_concurrency=2, keep_warm="rate(5 minutes)"),
+        RenderSettings(snapstart=True),
+    ],
+    ids=["provisioned-and-keep-warm", "snapstart"],
+)
+def test_cold_start_options_render_lint_clean_and_route_through_an_alias(
+    settings: RenderSettings, tmp_path: Path
+) -> None:
+    template = render_templates(load_manifests([ROOT / "examples"]), settings)["default"]
+    target = tmp_path / "template.json"
+    target.write_text(json.dumps(template))
+    lint = shutil.which("cfn-lint", path=str(Path(sys.executable).parent))
+    assert lint is not None
+    linted = subprocess.run([lint, str(target)], capture_output=True, text=True, check=False)
+    assert (linted.returncode, linted.stdout) == (0, "")
+
+    [alias] = resources(template, "AWS::Lambda::Alias").values()
+    mappings = resources(template, "AWS::Lambda::EventSourceMapping").values()
+    assert all(m["FunctionName"] == {"Ref": "OrdersApplyFunctionAlias"} for m in mappings)
+    function = resources(template, "AWS::Lambda::Function")["OrdersApplyFunction"]
+    if settings.snapstart:
+        assert function["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+    else:
+        assert alias["ProvisionedConcurrencyConfig"] == {"ProvisionedConcurrentExecutions": 2}
+        [rule] = [
+            r
+            for name, r in resources(template, "AWS::Events::Rule").items()
+            if name.endswith("KeepWarm")
+        ]
+        assert rule["ScheduleExpression"] == "rate(5 minutes)"
+        assert json.loads(rule["Targets"][0]["Input"]) == {"replication": "keep-warm"}

@@ -65,6 +65,12 @@ class RenderSettings:
     batching_window: int = 0
     max_concurrency: int = 5
     relay_schedule: str = "rate(1 minute)"
+    provisioned_concurrency: int = 0
+    """Apply functions kept initialised (0: none); served through a ``live`` alias."""
+    snapstart: bool = False
+    """SnapStart on published versions of the apply functions (Python 3.12+)."""
+    keep_warm: str | None = None
+    """Schedule (e.g. ``rate(5 minutes)``) pinging apply functions: the cheap alternative."""
     dlq_age_alarm_seconds: int = 300
 
 
@@ -499,10 +505,15 @@ def _consumer(
         settings,
         concurrency=settings.max_concurrency * len(queues),
     )
+    target: Any = {"Ref": function}
+    if settings.provisioned_concurrency or settings.snapstart:
+        target = _published(resources, function, settings)
+    if settings.keep_warm:
+        _keep_warm(resources, function, target, settings.keep_warm)
     for queue, base in zip(queues, bases, strict=True):
         mapping: dict[str, Any] = {
             "EventSourceArn": _arn(f"{base}Queue"),
-            "FunctionName": {"Ref": function},
+            "FunctionName": target,
             "BatchSize": settings.batch_size,
             "FunctionResponseTypes": ["ReportBatchItemFailures"],
             "ScalingConfig": {"MaximumConcurrency": settings.max_concurrency},
@@ -522,6 +533,51 @@ def _consumer(
             settings.dlq_age_alarm_seconds,
             "the oldest message waits too long",
         )
+
+
+def _published(resources: dict[str, Any], function: str, settings: RenderSettings) -> Any:
+    """A published version and a ``live`` alias, with provisioned concurrency or SnapStart."""
+    if settings.snapstart:
+        resources[function]["Properties"]["SnapStart"] = {"ApplyOn": "PublishedVersions"}
+    resources[f"{function}Version"] = {
+        "Type": "AWS::Lambda::Version",
+        "Properties": {"FunctionName": {"Ref": function}},
+    }
+    alias: dict[str, Any] = {
+        "FunctionName": {"Ref": function},
+        "FunctionVersion": {"Fn::GetAtt": [f"{function}Version", "Version"]},
+        "Name": "live",
+    }
+    if settings.provisioned_concurrency:
+        alias["ProvisionedConcurrencyConfig"] = {
+            "ProvisionedConcurrentExecutions": settings.provisioned_concurrency
+        }
+    resources[f"{function}Alias"] = {"Type": "AWS::Lambda::Alias", "Properties": alias}
+    return {"Ref": f"{function}Alias"}
+
+
+def _keep_warm(resources: dict[str, Any], function: str, target: Any, schedule: str) -> None:
+    """A schedule that pings the function; the handler answers without the database."""
+    arn = target if "Ref" in target and target["Ref"].endswith("Alias") else _arn(function)
+    resources[f"{function}KeepWarm"] = {
+        "Type": "AWS::Events::Rule",
+        "Properties": {
+            "ScheduleExpression": schedule,
+            "State": "ENABLED",
+            "Targets": [
+                {"Id": "keep-warm", "Arn": arn, "Input": json.dumps({"replication": "keep-warm"})}
+            ],
+        },
+    }
+    resources[f"{function}KeepWarmPermission"] = {
+        "Type": "AWS::Lambda::Permission",
+        "Properties": {
+            "Action": "lambda:InvokeFunction",
+            "FunctionName": target,
+            "Principal": "events.amazonaws.com",
+            "SourceArn": _arn(f"{function}KeepWarm"),
+        },
+    }
 
 
 def _alarm(queue_logical: str, metric: str, threshold: int, what: str) -> dict[str, Any]:
