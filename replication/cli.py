@@ -214,6 +214,18 @@ def _cmd_topology_destroy(args: argparse.Namespace) -> int:
     return EXIT_INVALID if kept else EXIT_OK
 
 
+def _manifests_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--manifests", nargs="+", default=["examples"], help="manifest files or folders"
+    )
+
+
+def _prefix_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--prefix", help="resource name prefix (default $REPLICATION_PREFIX or dev)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``replication`` command."""
     parser = argparse.ArgumentParser(
@@ -285,20 +297,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Example: replication topology apply --manifests examples --prefix prod",
     )
     for sub in (plan, apply):
-        sub.add_argument(
-            "--manifests", nargs="+", default=["examples"], help="manifest files or folders"
-        )
-        sub.add_argument(
-            "--prefix", help="resource name prefix (default $REPLICATION_PREFIX or dev)"
-        )
+        _manifests_option(sub)
+        _prefix_option(sub)
     render_cfn = topology_cmds.add_parser(
         "render",
         help="write CloudFormation templates (one per AWS account) for the topology",
         epilog="Example: replication topology render --manifests examples --out build/cfn",
     )
-    render_cfn.add_argument(
-        "--manifests", nargs="+", default=["examples"], help="manifest files or folders"
-    )
+    _manifests_option(render_cfn)
     render_cfn.add_argument(
         "--format", choices=["cloudformation"], default="cloudformation", help="output format"
     )
@@ -325,12 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="delete the topology's resources, after confirmation; keeps queues with messages",
         epilog="Example: replication topology destroy --prefix test --yes",
     )
-    destroy.add_argument(
-        "--manifests", nargs="+", default=["examples"], help="manifest files or folders"
-    )
-    destroy.add_argument(
-        "--prefix", help="resource name prefix (default $REPLICATION_PREFIX or dev)"
-    )
+    _manifests_option(destroy)
+    _prefix_option(destroy)
     destroy.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     destroy.add_argument(
         "--delete-messages",
@@ -350,9 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Example: CRM_DATABASE_URL=postgresql://... replication relay --service crm",
     )
     relay.add_argument("--service", required=True, help="the owner service to relay for")
-    relay.add_argument(
-        "--manifests", nargs="+", default=["examples"], help="manifest files or folders"
-    )
+    _manifests_option(relay)
     relay.add_argument("--once", action="store_true", help="drain once and exit")
     relay.add_argument(
         "--poll-interval",
@@ -360,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=5.0,
         help="seconds between polls where there is no LISTEN/NOTIFY (default 5)",
     )
-    relay.add_argument("--prefix", help="resource name prefix (default $REPLICATION_PREFIX or dev)")
+    _prefix_option(relay)
     relay.add_argument("--payload-bucket", help="S3 bucket for events over 256 KiB")
     relay.add_argument("--batch-size", type=int, help="rows claimed per transaction (200)")
     relay.set_defaults(func=_cmd_relay)

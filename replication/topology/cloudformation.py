@@ -416,6 +416,17 @@ def _function(
     }
 
 
+def _environment(manifest: Manifest) -> dict[str, Any]:
+    """What a service's functions are told: the manifest, the prefix, the secret's ARN."""
+    return {
+        "REPLICATION_MANIFEST": f"{manifest.service}/replication.yaml",
+        "REPLICATION_PREFIX": {"Ref": "Prefix"},
+        "REPLICATION_DATABASE_SECRET_ARN": {
+            "Ref": f"{_logical(manifest.service)}DatabaseSecretArn"
+        },
+    }
+
+
 def _relay(
     resources: dict[str, Any], manifest: Manifest, topics: list[TopicSpec], settings: RenderSettings
 ) -> None:
@@ -437,11 +448,7 @@ def _relay(
         RELAY_HANDLER,
         role,
         settings.relay_timeout,
-        {
-            "REPLICATION_MANIFEST": f"{manifest.service}/replication.yaml",
-            "REPLICATION_PREFIX": {"Ref": "Prefix"},
-            "REPLICATION_DATABASE_SECRET_ARN": {"Ref": f"{service}DatabaseSecretArn"},
-        },
+        _environment(manifest),
         settings,
         concurrency=2,  # the scheduled run, and one overlapping a slow run
     )
@@ -497,11 +504,7 @@ def _consumer(
         APPLY_HANDLER,
         role,
         settings.apply_timeout,
-        {
-            "REPLICATION_MANIFEST": f"{manifest.service}/replication.yaml",
-            "REPLICATION_PREFIX": {"Ref": "Prefix"},
-            "REPLICATION_DATABASE_SECRET_ARN": {"Ref": f"{service}DatabaseSecretArn"},
-        },
+        _environment(manifest),
         settings,
         concurrency=settings.max_concurrency * len(queues),
     )
