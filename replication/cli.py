@@ -214,6 +214,26 @@ def _cmd_topology_destroy(args: argparse.Namespace) -> int:
     return EXIT_INVALID if kept else EXIT_OK
 
 
+def _cmd_migrations(args: argparse.Namespace) -> int:
+    from replication import migrations
+    from replication.outbox.runner import database_url
+
+    [manifest] = _selected(_manifests(args.manifests), args.service)
+    url = args.url or database_url(manifest)
+    versions = Path(args.versions) if args.versions else None
+    config = migrations.alembic_config(manifest, url, versions=versions)
+    if args.command == "generate":
+        migrations.generate(config, args.message)
+    elif args.command == "upgrade":
+        migrations.upgrade(config, args.revision)
+    elif args.command == "downgrade":
+        migrations.downgrade(config, args.revision)
+    else:
+        migrations.check(config)
+        print(f"{manifest.service}: the database matches the declarations")
+    return EXIT_OK
+
+
 def _manifests_option(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--manifests", nargs="+", default=["examples"], help="manifest files or folders"
@@ -342,6 +362,36 @@ def build_parser() -> argparse.ArgumentParser:
     destroy.set_defaults(func=_cmd_topology_destroy)
     plan.set_defaults(func=_cmd_topology_plan)
     apply.set_defaults(func=_cmd_topology_apply)
+
+    migrate = groups.add_parser(
+        "migrations", help="Alembic migrations of a service's mirror and outbox tables"
+    )
+    migrate_cmds = migrate.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = {
+        "generate": "autogenerate a revision from the declarations (Alembic autogenerate)",
+        "upgrade": "upgrade the database (default: to head)",
+        "downgrade": "downgrade the database to a revision",
+        "check": "exit 1 when the database and the declarations differ",
+    }
+    for name, summary in commands.items():
+        sub = migrate_cmds.add_parser(
+            name,
+            help=summary,
+            epilog=f"Example: replication migrations {name} --service orders",
+        )
+        sub.add_argument("--service", required=True, help="the service whose tables to migrate")
+        _manifests_option(sub)
+        sub.add_argument("--url", help="database URL (default: the manifest's url_env variable)")
+        sub.add_argument(
+            "--versions", help="folder of the service's revisions (migrations/versions/<service>)"
+        )
+        if name == "generate":
+            sub.add_argument("-m", "--message", required=True, help="revision message")
+        if name == "upgrade":
+            sub.add_argument("revision", nargs="?", default="head", help="target (head)")
+        if name == "downgrade":
+            sub.add_argument("revision", help="target revision, or base")
+        sub.set_defaults(func=_cmd_migrations)
 
     relay = groups.add_parser(
         "relay",

@@ -136,7 +136,8 @@ def mirror_table(declaration: MirrorDeclaration, metadata: sa.MetaData | None = 
             columns.append(sa.Column(name, column_type(info.fields[name]), nullable=True))
     columns += [
         sa.Column(VERSION, sa.BigInteger(), nullable=False),
-        sa.Column(DELETED, sa.Boolean(), nullable=False, server_default=sa.false()),
+        # "false" reads the same on PostgreSQL, MySQL and SQLite (unlike 0 or 'f').
+        sa.Column(DELETED, sa.Boolean(), nullable=False, server_default=sa.text("false")),
         sa.Column(EVENT_ID, _uuid(), nullable=False),
         sa.Column(EVENT_TIME, _timestamp(), nullable=False),
         sa.Column(APPLIED_AT, _timestamp(), nullable=False),

@@ -9,7 +9,13 @@ commit without polling.
 
 from __future__ import annotations
 
-__all__ = ["NOTIFY_CHANNEL", "OUTBOX_TABLE", "outbox_table"]
+__all__ = [
+    "NOTIFY_CHANNEL",
+    "OUTBOX_TABLE",
+    "create_notify_sql",
+    "drop_notify_sql",
+    "outbox_table",
+]
 
 from typing import Any
 
@@ -25,6 +31,22 @@ SUBJECT_LENGTH = 512
 
 def _timestamp() -> sa.types.TypeEngine[Any]:
     return sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+
+def create_notify_sql(name: str = OUTBOX_TABLE) -> str:
+    """PostgreSQL: the statement trigger that NOTIFYs waiting relays of new rows."""
+    return (
+        f"CREATE OR REPLACE FUNCTION {name}_notify() RETURNS trigger LANGUAGE plpgsql AS "
+        f"$$ BEGIN PERFORM pg_notify('{NOTIFY_CHANNEL}', ''); RETURN NULL; END $$; "
+        f"DROP TRIGGER IF EXISTS {name}_notify ON {name}; "
+        f"CREATE TRIGGER {name}_notify AFTER INSERT ON {name} "
+        f"FOR EACH STATEMENT EXECUTE FUNCTION {name}_notify()"
+    )
+
+
+def drop_notify_sql(name: str = OUTBOX_TABLE) -> str:
+    """PostgreSQL: removes the trigger and its function."""
+    return f"DROP FUNCTION IF EXISTS {name}_notify() CASCADE"
 
 
 def outbox_table(metadata: sa.MetaData | None = None, name: str = OUTBOX_TABLE) -> sa.Table:
@@ -61,13 +83,8 @@ def outbox_table(metadata: sa.MetaData | None = None, name: str = OUTBOX_TABLE) 
         mysql_charset="utf8mb4",
         mysql_engine="InnoDB",
     )
-    trigger = sa.DDL(  # type: ignore[no-untyped-call]
-        f"CREATE FUNCTION {name}_notify() RETURNS trigger LANGUAGE plpgsql AS "
-        f"$$ BEGIN PERFORM pg_notify('{NOTIFY_CHANNEL}', ''); RETURN NULL; END $$; "
-        f"CREATE TRIGGER {name}_notify AFTER INSERT ON {name} "
-        f"FOR EACH STATEMENT EXECUTE FUNCTION {name}_notify()"
-    )
+    trigger = sa.DDL(create_notify_sql(name))  # type: ignore[no-untyped-call]
     sa.event.listen(table, "after_create", trigger.execute_if(dialect="postgresql"))
-    drop = sa.DDL(f"DROP FUNCTION IF EXISTS {name}_notify() CASCADE")  # type: ignore[no-untyped-call]
+    drop = sa.DDL(drop_notify_sql(name))  # type: ignore[no-untyped-call]
     sa.event.listen(table, "after_drop", drop.execute_if(dialect="postgresql"))
     return table
