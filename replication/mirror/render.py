@@ -111,11 +111,11 @@ def render_statements(
                 f"(LIKE {t} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
             )
             stage_copy = f"COPY {stage} ({', '.join(q)}) FROM STDIN"
-            # ORDER BY the key: concurrent appliers lock rows in one order.
-            stage_merge = (
-                f"INSERT INTO {t} ({', '.join(q)}) SELECT {', '.join(q)} FROM {stage} "
-                f"ORDER BY {', '.join(qkey)}"
-            )
+            # The stage is read in the order the rows were copied, which is the
+            # batch's key order (reduce_batch sorts it): concurrent appliers lock
+            # rows in one order without paying for a sort here. A fresh temporary
+            # heap that is only appended to is scanned in insertion order.
+            stage_merge = f"INSERT INTO {t} ({', '.join(q)}) SELECT {', '.join(q)} FROM {stage}"
             stage_merge += suffix
             stage_clear = f"DELETE FROM {stage}"
     else:
