@@ -22,65 +22,25 @@ from __future__ import annotations
 __all__ = ["Relay", "RelayConfig", "RelayStats", "TopicRoute", "TopicRouter"]
 
 import datetime as dt
-import hashlib
 import random
-import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from replication.manifest import Manifest
+from replication.outbox.batching import ClaimedRow, batches, group_id, waves
 from replication.outbox.publisher import (
-    MAX_BATCH_ENTRIES,
     OutgoingMessage,
     Publisher,
     PublishError,
     PublishResult,
 )
+from replication.outbox.routing import TopicRoute, TopicRouter
 from replication.outbox.table import outbox_table
 from replication.payloads import EXTENDED_SIZE_ATTRIBUTE, SNS_MAX_BYTES, PayloadStore
-from replication.topology.naming import DEFAULT_PREFIX, topic_arn, topic_name
-
-
-@dataclass(frozen=True)
-class TopicRoute:
-    """Where the events of one entity version go."""
-
-    topic_arn: str
-    fifo: bool = False
-
-
-class TopicRouter:
-    """Maps ``(entity, major version)`` to its topic."""
-
-    def __init__(self, routes: dict[tuple[str, int], TopicRoute]) -> None:
-        self._routes = dict(routes)
-
-    @classmethod
-    def for_manifest(
-        cls,
-        manifest: Manifest,
-        *,
-        region: str,
-        account: str,
-        prefix: str = DEFAULT_PREFIX,
-        partition: str = "aws",
-    ) -> TopicRouter:
-        """The topics of every entity the service owns, named as ARCHITECTURE section 5 says."""
-        routes = {}
-        for owned in manifest.owns:
-            name = topic_name(owned.entity, owned.version, prefix=prefix, fifo=owned.fifo)
-            arn = topic_arn(name, region=region, account=account, partition=partition)
-            routes[(owned.entity, owned.version)] = TopicRoute(arn, owned.fifo)
-        return cls(routes)
-
-    def route(self, entity: str, version: int) -> TopicRoute | None:
-        """The topic of an entity version, or None when this relay does not publish it."""
-        return self._routes.get((entity, version))
 
 
 @dataclass(frozen=True)
@@ -122,22 +82,6 @@ class RelayStats:
         self.throttled += other.throttled
         self.cycles += other.cycles
         self.errors = (self.errors + other.errors)[-20:]
-
-
-@dataclass
-class _Row:
-    id: int
-    event_id: str
-    entity: str
-    contract_version: int
-    op: str
-    subject: str
-    payload: str
-    attempts: int
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.entity, self.subject)
 
 
 class Relay:
@@ -241,7 +185,7 @@ class Relay:
 
     # -- one cycle ---------------------------------------------------------------------
 
-    def _claim(self, conn: sa.Connection, now: dt.datetime) -> list[_Row]:
+    def _claim(self, conn: sa.Connection, now: dt.datetime) -> list[ClaimedRow]:
         t = self.table
         earlier = t.alias("earlier")
         # Only the head of each key's unpublished rows: a key held back by a failed
@@ -275,9 +219,9 @@ class Relay:
         )
         if self._skip_locked:
             query = query.with_for_update(skip_locked=True)
-        return [_Row(*row) for row in conn.execute(query)]
+        return [ClaimedRow(*row) for row in conn.execute(query)]
 
-    def _heads(self, conn: sa.Connection, rows: list[_Row]) -> list[_Row]:
+    def _heads(self, conn: sa.Connection, rows: list[ClaimedRow]) -> list[ClaimedRow]:
         """The claimed rows whose every earlier unpublished row of the same key is claimed too."""
         t = self.table
         mine = {row.id for row in rows}
@@ -302,7 +246,7 @@ class Relay:
                 allowed.add(row_id)
         return [row for row in rows if row.id in allowed]
 
-    def _message(self, row: _Row, fifo: bool, stats: RelayStats) -> OutgoingMessage:
+    def _message(self, row: ClaimedRow, fifo: bool, stats: RelayStats) -> OutgoingMessage:
         attributes = {
             "entity": row.entity,
             "op": row.op,
@@ -312,7 +256,7 @@ class Relay:
             id=str(row.id),
             body=row.payload,
             attributes=attributes,
-            group_id=_group_id(row.subject) if fifo else None,
+            group_id=group_id(row.subject) if fifo else None,
             deduplication_id=row.event_id if fifo else None,
         )
         if message.size() <= SNS_MAX_BYTES:
@@ -334,12 +278,12 @@ class Relay:
         )
 
     def _publish(
-        self, rows: list[_Row], stats: RelayStats
+        self, rows: list[ClaimedRow], stats: RelayStats
     ) -> tuple[list[int], dict[int, tuple[int, str]]]:
         published: list[int] = []
         failures: dict[int, tuple[int, str]] = {}
         failed_keys: set[tuple[str, str]] = set()
-        by_topic: dict[str, list[tuple[_Row, OutgoingMessage]]] = {}
+        by_topic: dict[str, list[tuple[ClaimedRow, OutgoingMessage]]] = {}
         for row in rows:
             if row.key in failed_keys:
                 continue  # an earlier row of this key failed: keep the order
@@ -362,8 +306,8 @@ class Relay:
                 failed_keys.add(row.key)
                 continue
             by_topic.setdefault(route.topic_arn, []).append((row, message))
-        calls = [(arn, batch) for arn, items in by_topic.items() for batch in _batches(items)]
-        for wave in _waves(calls):
+        calls = [(arn, batch) for arn, items in by_topic.items() for batch in batches(items)]
+        for wave in waves(calls):
             wave = [
                 (arn, [(r, m) for r, m in batch if r.key not in failed_keys]) for arn, batch in wave
             ]
@@ -391,12 +335,12 @@ class Relay:
         return published, failures
 
     def _send(
-        self, wave: list[tuple[str, list[tuple[_Row, OutgoingMessage]]]]
+        self, wave: list[tuple[str, list[tuple[ClaimedRow, OutgoingMessage]]]]
     ) -> list[PublishResult | PublishError]:
         """Publish one wave's calls, several at once (no key appears twice in a wave)."""
 
         def call(
-            arn: str, batch: list[tuple[_Row, OutgoingMessage]]
+            arn: str, batch: list[tuple[ClaimedRow, OutgoingMessage]]
         ) -> PublishResult | PublishError:
             try:
                 return self.publisher.publish_batch(arn, [m for _, m in batch])
@@ -448,55 +392,5 @@ class Relay:
         return dt.timedelta(seconds=delay * random.uniform(0.5, 1.0))  # noqa: S311
 
 
-_GROUP_ID_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
-
-
-def _group_id(subject: str) -> str:
-    """The FIFO message group of a key: the subject, or its hash where SNS would refuse it."""
-    if _GROUP_ID_RE.match(subject):
-        return subject
-    return hashlib.sha256(subject.encode()).hexdigest()
-
-
 class _UnpublishableRowError(Exception):
     """A row that cannot be published as it is."""
-
-
-def _waves(
-    calls: list[tuple[str, list[tuple[_Row, OutgoingMessage]]]],
-) -> Iterable[list[tuple[str, list[tuple[_Row, OutgoingMessage]]]]]:
-    """Consecutive calls grouped so that no key is in two calls of one group."""
-    wave: list[tuple[str, list[tuple[_Row, OutgoingMessage]]]] = []
-    keys: set[tuple[str, str]] = set()
-    for arn, batch in calls:
-        batch_keys = {row.key for row, _ in batch}
-        if wave and batch_keys & keys:
-            yield wave
-            wave, keys = [], set()
-        wave.append((arn, batch))
-        keys |= batch_keys
-    if wave:
-        yield wave
-
-
-def _batches(
-    items: Iterable[tuple[_Row, OutgoingMessage]],
-) -> Iterable[list[tuple[_Row, OutgoingMessage]]]:
-    """PublishBatch calls in id order: at most 10 entries, 256 KiB, a key once per call."""
-    batch: list[tuple[_Row, OutgoingMessage]] = []
-    keys: set[tuple[str, str]] = set()
-    size = 0
-    for row, message in items:
-        message_size = message.size()
-        if batch and (
-            len(batch) == MAX_BATCH_ENTRIES
-            or row.key in keys
-            or size + message_size > SNS_MAX_BYTES
-        ):
-            yield batch
-            batch, keys, size = [], set(), 0
-        batch.append((row, message))
-        keys.add(row.key)
-        size += message_size
-    if batch:
-        yield batch

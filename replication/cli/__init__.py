@@ -7,231 +7,17 @@ Exit codes: 0 success, 1 invalid declarations (contracts, manifests),
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
-from replication.contracts import registry
+from replication.cli import commands
+from replication.cli.commands import EXIT_INVALID, EXIT_OK, EXIT_USAGE
 from replication.errors import ConfigurationError
-from replication.manifest import Manifest, load_manifests
 
-EXIT_OK = 0
-EXIT_INVALID = 1
-EXIT_USAGE = 2
+__all__ = ["DEFAULT_CONTRACTS", "EXIT_INVALID", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
 DEFAULT_CONTRACTS = "contracts"
-
-
-def _load_contracts(modules: str) -> None:
-    """Import the contract modules (comma-separated) so their contracts register."""
-    for name in filter(None, (m.strip() for m in modules.split(","))):
-        try:
-            importlib.import_module(name)
-        except ImportError as exc:
-            raise ConfigurationError(f"cannot import contract module {name!r}: {exc}") from exc
-
-
-def _manifests(paths: list[str]) -> list[Manifest]:
-    found = [Path(p) for p in paths]
-    missing = [str(p) for p in found if not p.exists()]
-    if missing:
-        raise ConfigurationError(f"no such file or folder: {', '.join(missing)}")
-    manifests = load_manifests(found)
-    if not manifests:
-        raise ConfigurationError(f"no replication.yaml found under {', '.join(paths)}")
-    return manifests
-
-
-def _cmd_contracts_list(args: argparse.Namespace) -> int:
-    for info in registry:
-        key = ", ".join(info.key)
-        print(f"{info.label}  (owner {info.owner}, key {key})")
-        for spec in info.fields.values():
-            flags = [f for f, on in (("pii", spec.pii), ("optional", spec.nullable)) if on]
-            suffix = f"  [{', '.join(flags)}]" if flags else ""
-            print(f"    {spec.name}: {spec.kind}{suffix}")
-    return EXIT_OK
-
-
-def _cmd_manifests_validate(args: argparse.Namespace) -> int:
-    manifests = _manifests(args.paths)
-    for manifest in manifests:
-        owns = ", ".join(f"{o.entity} v{o.version}" for o in manifest.owns) or "nothing"
-        mirrors = ", ".join(f"{m.contract.label} -> {m.table}" for m in manifest.mirrors)
-        print(f"ok  {manifest.path}: service {manifest.service}")
-        print(f"      owns: {owns}")
-        print(f"      mirrors: {mirrors or 'nothing'}")
-    return EXIT_OK
-
-
-def _selected(manifests: list[Manifest], service: str | None) -> list[Manifest]:
-    if service is None:
-        return manifests
-    chosen = [m for m in manifests if m.service == service]
-    if not chosen:
-        known = ", ".join(sorted(m.service for m in manifests))
-        raise ConfigurationError(f"unknown service {service!r} (known: {known})")
-    return chosen
-
-
-def _cmd_mirrors_ddl(args: argparse.Namespace) -> int:
-    import sqlalchemy as sa
-    from sqlalchemy.schema import CreateTable
-
-    from replication.mirror.render import sqlalchemy_dialect
-    from replication.mirror.tables import mirror_table
-
-    dialect = sqlalchemy_dialect(args.dialect)
-    metadata = sa.MetaData()
-    for manifest in _selected(_manifests(args.paths), args.service):
-        for declaration in manifest.mirrors:
-            table = mirror_table(declaration, metadata)
-            print(f"-- {manifest.service}: mirror of {declaration.contract.label}")
-            print(str(CreateTable(table).compile(dialect=dialect)).strip() + ";\n")
-    return EXIT_OK
-
-
-def _cmd_mirrors_render(args: argparse.Namespace) -> int:
-    from replication.mirror.render import statements_for
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    count = 0
-    for manifest in _selected(_manifests(args.paths), args.service):
-        for declaration in manifest.mirrors:
-            statements = statements_for(declaration, args.dialect)
-            target = out / f"{manifest.service}.{declaration.table}.{statements.dialect}.json"
-            target.write_text(statements.to_json(), encoding="utf-8")
-            print(f"wrote {target}")
-            count += 1
-    print(f"{count} statement file(s) rendered")
-    return EXIT_OK
-
-
-def _cmd_relay(args: argparse.Namespace) -> int:
-    from replication.outbox.runner import RelaySettings, build_relay, run_forever
-
-    [manifest] = _selected(_manifests(args.manifests), args.service)
-    defaults = RelaySettings.from_environment()
-    settings = RelaySettings(
-        prefix=args.prefix or defaults.prefix,
-        payload_bucket=args.payload_bucket or defaults.payload_bucket,
-        batch_size=args.batch_size or defaults.batch_size,
-    )
-    relay = build_relay(manifest, settings)
-    if args.once:
-        stats = relay.drain()
-        print(
-            f"published {stats.published}, failed {stats.failed}, held {stats.held}, "
-            f"pending {relay.pending()}"
-        )
-        return EXIT_OK
-    run_forever(relay, poll_interval=args.poll_interval, out=sys.stdout)
-    return EXIT_OK
-
-
-def _topology(args: argparse.Namespace) -> Any:
-    from replication.topology.model import build_topology
-
-    prefix = args.prefix or os.environ.get("REPLICATION_PREFIX", "dev")
-    return build_topology(_manifests(args.manifests), prefix=prefix)
-
-
-def _cmd_topology_plan(args: argparse.Namespace) -> int:
-    from replication.topology.aws import AwsTopology
-
-    plan = AwsTopology.from_environment().plan(_topology(args))
-    if args.json:
-        print(json.dumps({"changes": [c.as_dict() for c in plan.changes]}, indent=2))
-    else:
-        print(plan.render())
-    return EXIT_OK
-
-
-def _cmd_topology_apply(args: argparse.Namespace) -> int:
-    from replication.topology.aws import AwsTopology
-
-    topology = _topology(args)
-    aws = AwsTopology.from_environment()
-    plan = aws.plan(topology)
-    print(plan.render())
-    if not plan.pending:
-        return EXIT_OK
-    aws.apply(topology)
-    print(f"applied {len(plan.pending)} change(s)")
-    return EXIT_OK
-
-
-def _cmd_topology_render(args: argparse.Namespace) -> int:
-    from replication.topology.cloudformation import RenderSettings, render_templates
-
-    settings = RenderSettings(
-        provisioned_concurrency=args.provisioned_concurrency,
-        snapstart=args.snapstart,
-        keep_warm=args.keep_warm,
-        batch_size=args.batch_size,
-        max_concurrency=args.max_concurrency,
-    )
-    templates = render_templates(_manifests(args.manifests), settings)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for account, template in templates.items():
-        target = out / f"replication-{account}.json"
-        target.write_text(json.dumps(template, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {target} ({len(template['Resources'])} resources)")
-    return EXIT_OK
-
-
-def _cmd_topology_destroy(args: argparse.Namespace) -> int:
-    from replication.topology.aws import AwsTopology, destroy
-
-    topology = _topology(args)
-    count = len(topology.topics) + 3 * len(topology.queues)
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise ConfigurationError(
-                "destroy needs confirmation: run it in a terminal or pass --yes"
-            )
-        answer = input(
-            f"Delete {count} resources with prefix {topology.prefix!r}? "
-            f"Type '{topology.prefix}' to confirm: "
-        )
-        if answer.strip() != topology.prefix:
-            print("not confirmed; nothing deleted")
-            return EXIT_INVALID
-    removals = destroy(
-        AwsTopology.from_environment(), topology, delete_messages=args.delete_messages
-    )
-    kept = [r for r in removals if not r.deleted]
-    for removal in removals:
-        state = "deleted" if removal.deleted else f"kept: {removal.reason}"
-        print(f"{removal.kind:<12} {removal.name}  ({state})")
-    print(f"{len(removals) - len(kept)} deleted, {len(kept)} kept")
-    return EXIT_INVALID if kept else EXIT_OK
-
-
-def _cmd_migrations(args: argparse.Namespace) -> int:
-    from replication import migrations
-    from replication.outbox.runner import database_url
-
-    [manifest] = _selected(_manifests(args.manifests), args.service)
-    url = args.url or database_url(manifest)
-    versions = Path(args.versions) if args.versions else None
-    config = migrations.alembic_config(manifest, url, versions=versions)
-    if args.command == "generate":
-        migrations.generate(config, args.message)
-    elif args.command == "upgrade":
-        migrations.upgrade(config, args.revision)
-    elif args.command == "downgrade":
-        migrations.downgrade(config, args.revision)
-    else:
-        migrations.check(config)
-        print(f"{manifest.service}: the database matches the declarations")
-    return EXIT_OK
 
 
 def _manifests_option(command: argparse.ArgumentParser) -> None:
@@ -268,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="list every contract with its key and fields",
         epilog="Example: replication contracts list",
     )
-    listing.set_defaults(func=_cmd_contracts_list)
+    listing.set_defaults(func=commands.cmd_contracts_list)
 
     manifests = groups.add_parser("manifests", help="check service manifests")
     manifests_cmds = manifests.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -278,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Example: replication manifests validate examples/orders/replication.yaml",
     )
     validate.add_argument("paths", nargs="+", help="manifest files, or folders to search")
-    validate.set_defaults(func=_cmd_manifests_validate)
+    validate.set_defaults(func=commands.cmd_manifests_validate)
 
     mirrors = groups.add_parser("mirrors", help="mirror tables and their apply statements")
     mirrors_cmds = mirrors.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -301,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
             default="postgresql",
             help="database dialect (default: postgresql)",
         )
-    ddl.set_defaults(func=_cmd_mirrors_ddl)
+    ddl.set_defaults(func=commands.cmd_mirrors_ddl)
 
     topology = groups.add_parser("topology", help="SNS topics, SQS queues and DLQs")
     topology_cmds = topology.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -345,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     render_cfn.add_argument(
         "--max-concurrency", type=int, default=5, help="event source mapping concurrency (5)"
     )
-    render_cfn.set_defaults(func=_cmd_topology_render)
+    render_cfn.set_defaults(func=commands.cmd_topology_render)
     destroy = topology_cmds.add_parser(
         "destroy",
         help="delete the topology's resources, after confirmation; keeps queues with messages",
@@ -359,21 +145,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also delete queues and DLQs that still hold messages (they are lost)",
     )
-    destroy.set_defaults(func=_cmd_topology_destroy)
-    plan.set_defaults(func=_cmd_topology_plan)
-    apply.set_defaults(func=_cmd_topology_apply)
+    destroy.set_defaults(func=commands.cmd_topology_destroy)
+    plan.set_defaults(func=commands.cmd_topology_plan)
+    apply.set_defaults(func=commands.cmd_topology_apply)
 
     migrate = groups.add_parser(
         "migrations", help="Alembic migrations of a service's mirror and outbox tables"
     )
     migrate_cmds = migrate.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands = {
+    migration_commands = {
         "generate": "autogenerate a revision from the declarations (Alembic autogenerate)",
         "upgrade": "upgrade the database (default: to head)",
         "downgrade": "downgrade the database to a revision",
         "check": "exit 1 when the database and the declarations differ",
     }
-    for name, summary in commands.items():
+    for name, summary in migration_commands.items():
         sub = migrate_cmds.add_parser(
             name,
             help=summary,
@@ -391,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("revision", nargs="?", default="head", help="target (head)")
         if name == "downgrade":
             sub.add_argument("revision", help="target revision, or base")
-        sub.set_defaults(func=_cmd_migrations)
+        sub.set_defaults(func=commands.cmd_migrations)
 
     relay = groups.add_parser(
         "relay",
@@ -413,9 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     _prefix_option(relay)
     relay.add_argument("--payload-bucket", help="S3 bucket for events over 256 KiB")
     relay.add_argument("--batch-size", type=int, help="rows claimed per transaction (200)")
-    relay.set_defaults(func=_cmd_relay)
+    relay.set_defaults(func=commands.cmd_relay)
     render.add_argument("--out", default="build/statements", help="output folder")
-    render.set_defaults(func=_cmd_mirrors_render)
+    render.set_defaults(func=commands.cmd_mirrors_render)
     return parser
 
 
@@ -424,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        _load_contracts(args.contracts)
+        commands.load_contracts(args.contracts)
         code: int = args.func(args)
     except ConfigurationError as exc:
         print(f"error: {exc}", file=sys.stderr)

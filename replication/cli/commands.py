@@ -1,0 +1,227 @@
+"""The commands behind ``replication``: each parses nothing, wires, and calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from replication.contracts import registry
+from replication.errors import ConfigurationError
+from replication.manifest import Manifest, load_manifests
+
+EXIT_OK = 0
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+
+
+def load_contracts(modules: str) -> None:
+    """Import the contract modules (comma-separated) so their contracts register."""
+    for name in filter(None, (m.strip() for m in modules.split(","))):
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigurationError(f"cannot import contract module {name!r}: {exc}") from exc
+
+
+def find_manifests(paths: list[str]) -> list[Manifest]:
+    found = [Path(p) for p in paths]
+    missing = [str(p) for p in found if not p.exists()]
+    if missing:
+        raise ConfigurationError(f"no such file or folder: {', '.join(missing)}")
+    manifests = load_manifests(found)
+    if not manifests:
+        raise ConfigurationError(f"no replication.yaml found under {', '.join(paths)}")
+    return manifests
+
+
+def cmd_contracts_list(args: argparse.Namespace) -> int:
+    for info in registry:
+        key = ", ".join(info.key)
+        print(f"{info.label}  (owner {info.owner}, key {key})")
+        for spec in info.fields.values():
+            flags = [f for f, on in (("pii", spec.pii), ("optional", spec.nullable)) if on]
+            suffix = f"  [{', '.join(flags)}]" if flags else ""
+            print(f"    {spec.name}: {spec.kind}{suffix}")
+    return EXIT_OK
+
+
+def cmd_manifests_validate(args: argparse.Namespace) -> int:
+    manifests = find_manifests(args.paths)
+    for manifest in manifests:
+        owns = ", ".join(f"{o.entity} v{o.version}" for o in manifest.owns) or "nothing"
+        mirrors = ", ".join(f"{m.contract.label} -> {m.table}" for m in manifest.mirrors)
+        print(f"ok  {manifest.path}: service {manifest.service}")
+        print(f"      owns: {owns}")
+        print(f"      mirrors: {mirrors or 'nothing'}")
+    return EXIT_OK
+
+
+def selected(manifests: list[Manifest], service: str | None) -> list[Manifest]:
+    if service is None:
+        return manifests
+    chosen = [m for m in manifests if m.service == service]
+    if not chosen:
+        known = ", ".join(sorted(m.service for m in manifests))
+        raise ConfigurationError(f"unknown service {service!r} (known: {known})")
+    return chosen
+
+
+def cmd_mirrors_ddl(args: argparse.Namespace) -> int:
+    import sqlalchemy as sa
+    from sqlalchemy.schema import CreateTable
+
+    from replication.mirror.render import sqlalchemy_dialect
+    from replication.mirror.tables import mirror_table
+
+    dialect = sqlalchemy_dialect(args.dialect)
+    metadata = sa.MetaData()
+    for manifest in selected(find_manifests(args.paths), args.service):
+        for declaration in manifest.mirrors:
+            table = mirror_table(declaration, metadata)
+            print(f"-- {manifest.service}: mirror of {declaration.contract.label}")
+            print(str(CreateTable(table).compile(dialect=dialect)).strip() + ";\n")
+    return EXIT_OK
+
+
+def cmd_mirrors_render(args: argparse.Namespace) -> int:
+    from replication.mirror.render import statements_for
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for manifest in selected(find_manifests(args.paths), args.service):
+        for declaration in manifest.mirrors:
+            statements = statements_for(declaration, args.dialect)
+            target = out / f"{manifest.service}.{declaration.table}.{statements.dialect}.json"
+            target.write_text(statements.to_json(), encoding="utf-8")
+            print(f"wrote {target}")
+            count += 1
+    print(f"{count} statement file(s) rendered")
+    return EXIT_OK
+
+
+def cmd_relay(args: argparse.Namespace) -> int:
+    from replication.outbox.runner import RelaySettings, build_relay, run_forever
+
+    [manifest] = selected(find_manifests(args.manifests), args.service)
+    defaults = RelaySettings.from_environment()
+    settings = RelaySettings(
+        prefix=args.prefix or defaults.prefix,
+        payload_bucket=args.payload_bucket or defaults.payload_bucket,
+        batch_size=args.batch_size or defaults.batch_size,
+    )
+    relay = build_relay(manifest, settings)
+    if args.once:
+        stats = relay.drain()
+        print(
+            f"published {stats.published}, failed {stats.failed}, held {stats.held}, "
+            f"pending {relay.pending()}"
+        )
+        return EXIT_OK
+    run_forever(relay, poll_interval=args.poll_interval, out=sys.stdout)
+    return EXIT_OK
+
+
+def topology_of(args: argparse.Namespace) -> Any:
+    from replication.topology.model import build_topology
+
+    prefix = args.prefix or os.environ.get("REPLICATION_PREFIX", "dev")
+    return build_topology(find_manifests(args.manifests), prefix=prefix)
+
+
+def cmd_topology_plan(args: argparse.Namespace) -> int:
+    from replication.topology.aws import AwsTopology
+
+    plan = AwsTopology.from_environment().plan(topology_of(args))
+    if args.json:
+        print(json.dumps({"changes": [c.as_dict() for c in plan.changes]}, indent=2))
+    else:
+        print(plan.render())
+    return EXIT_OK
+
+
+def cmd_topology_apply(args: argparse.Namespace) -> int:
+    from replication.topology.aws import AwsTopology
+
+    topology = topology_of(args)
+    aws = AwsTopology.from_environment()
+    plan = aws.plan(topology)
+    print(plan.render())
+    if not plan.pending:
+        return EXIT_OK
+    aws.apply(topology)
+    print(f"applied {len(plan.pending)} change(s)")
+    return EXIT_OK
+
+
+def cmd_topology_render(args: argparse.Namespace) -> int:
+    from replication.topology.cloudformation import RenderSettings, render_templates
+
+    settings = RenderSettings(
+        provisioned_concurrency=args.provisioned_concurrency,
+        snapstart=args.snapstart,
+        keep_warm=args.keep_warm,
+        batch_size=args.batch_size,
+        max_concurrency=args.max_concurrency,
+    )
+    templates = render_templates(find_manifests(args.manifests), settings)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for account, template in templates.items():
+        target = out / f"replication-{account}.json"
+        target.write_text(json.dumps(template, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {target} ({len(template['Resources'])} resources)")
+    return EXIT_OK
+
+
+def cmd_topology_destroy(args: argparse.Namespace) -> int:
+    from replication.topology.aws import AwsTopology, destroy
+
+    topology = topology_of(args)
+    count = len(topology.topics) + 3 * len(topology.queues)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise ConfigurationError(
+                "destroy needs confirmation: run it in a terminal or pass --yes"
+            )
+        answer = input(
+            f"Delete {count} resources with prefix {topology.prefix!r}? "
+            f"Type '{topology.prefix}' to confirm: "
+        )
+        if answer.strip() != topology.prefix:
+            print("not confirmed; nothing deleted")
+            return EXIT_INVALID
+    removals = destroy(
+        AwsTopology.from_environment(), topology, delete_messages=args.delete_messages
+    )
+    kept = [r for r in removals if not r.deleted]
+    for removal in removals:
+        state = "deleted" if removal.deleted else f"kept: {removal.reason}"
+        print(f"{removal.kind:<12} {removal.name}  ({state})")
+    print(f"{len(removals) - len(kept)} deleted, {len(kept)} kept")
+    return EXIT_INVALID if kept else EXIT_OK
+
+
+def cmd_migrations(args: argparse.Namespace) -> int:
+    from replication import migrations
+    from replication.outbox.runner import database_url
+
+    [manifest] = selected(find_manifests(args.manifests), args.service)
+    url = args.url or database_url(manifest)
+    versions = Path(args.versions) if args.versions else None
+    config = migrations.alembic_config(manifest, url, versions=versions)
+    if args.command == "generate":
+        migrations.generate(config, args.message)
+    elif args.command == "upgrade":
+        migrations.upgrade(config, args.revision)
+    elif args.command == "downgrade":
+        migrations.downgrade(config, args.revision)
+    else:
+        migrations.check(config)
+        print(f"{manifest.service}: the database matches the declarations")
+    return EXIT_OK
