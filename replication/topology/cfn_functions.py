@@ -1,0 +1,305 @@
+"""CloudFormation resources of the services' functions: roles, functions, schedules, alarms."""
+
+from __future__ import annotations
+
+__all__ = ["consumer_resources", "relay_resources"]
+
+import json
+from typing import Any
+
+from replication.manifest import Manifest
+from replication.topology.cfn_common import (
+    APPLY_HANDLER,
+    FUNCTION_SKIPS,
+    RELAY_HANDLER,
+    RenderSettings,
+    arn,
+    logical,
+    sub,
+)
+from replication.topology.model import QueueSpec, TopicSpec
+
+
+def _role(
+    resources: dict[str, Any], resource_id: str, statements: list[dict[str, Any]], service: str
+) -> None:
+    secret = {"Ref": f"{logical(service)}DatabaseSecretArn"}
+    log_group = sub(
+        f"arn:${{AWS::Partition}}:logs:${{AWS::Region}}:${{AWS::AccountId}}:log-group:/aws/lambda/${{Prefix}}-{service}-*"
+    )
+    resources[resource_id] = {
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "AssumeRolePolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "lambda.amazonaws.com"},
+                        "Action": "sts:AssumeRole",
+                    }
+                ],
+            },
+            # Inside a VPC, Lambda needs to manage its network interfaces.
+            "ManagedPolicyArns": {
+                "Fn::If": [
+                    "InVpc",
+                    [
+                        sub(
+                            "arn:${AWS::Partition}:iam::aws:policy/service-role/"
+                            "AWSLambdaVPCAccessExecutionRole"
+                        )
+                    ],
+                    {"Ref": "AWS::NoValue"},
+                ]
+            },
+            "Policies": [
+                {
+                    "PolicyName": "least-privilege",
+                    "PolicyDocument": {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            *statements,
+                            {
+                                "Effect": "Allow",
+                                "Action": "secretsmanager:GetSecretValue",
+                                "Resource": secret,
+                            },
+                            {
+                                "Effect": "Allow",
+                                "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                                "Resource": log_group,
+                            },
+                        ],
+                    },
+                }
+            ],
+        },
+    }
+
+
+def _function(
+    resources: dict[str, Any],
+    resource_id: str,
+    name: str,
+    handler: str,
+    role: str,
+    timeout: int,
+    environment: dict[str, Any],
+    settings: RenderSettings,
+    concurrency: int,
+) -> None:
+    resources[resource_id] = {
+        "Type": "AWS::Lambda::Function",
+        "Metadata": {"checkov": {"skip": FUNCTION_SKIPS}},
+        "Properties": {
+            "ReservedConcurrentExecutions": concurrency,
+            "VpcConfig": {
+                "Fn::If": [
+                    "InVpc",
+                    {
+                        "SubnetIds": {"Ref": "SubnetIds"},
+                        "SecurityGroupIds": {"Ref": "SecurityGroupIds"},
+                    },
+                    {"Ref": "AWS::NoValue"},
+                ]
+            },
+            "FunctionName": sub(name),
+            "Runtime": settings.runtime,
+            "Handler": handler,
+            "Code": {"S3Bucket": {"Ref": "CodeBucket"}, "S3Key": {"Ref": "CodeKey"}},
+            "Role": arn(role),
+            "Timeout": timeout,
+            "MemorySize": settings.memory,
+            "Environment": {"Variables": environment},
+        },
+    }
+
+
+def _environment(manifest: Manifest) -> dict[str, Any]:
+    """What a service's functions are told: the manifest, the prefix, the secret's ARN."""
+    return {
+        "REPLICATION_MANIFEST": f"{manifest.service}/replication.yaml",
+        "REPLICATION_PREFIX": {"Ref": "Prefix"},
+        "REPLICATION_DATABASE_SECRET_ARN": {"Ref": f"{logical(manifest.service)}DatabaseSecretArn"},
+    }
+
+
+def relay_resources(
+    resources: dict[str, Any], manifest: Manifest, topics: list[TopicSpec], settings: RenderSettings
+) -> None:
+    service = logical(manifest.service)
+    role = f"{service}RelayRole"
+    publish = {
+        "Effect": "Allow",
+        "Action": "sns:Publish",
+        "Resource": [{"Ref": logical(t.entity, f"v{t.version}", "Topic")} for t in topics],
+    }
+    _role(resources, role, [publish], manifest.service)
+    # The relay role's name is fixed so that topic policies in other accounts can name it.
+    resources[role]["Properties"]["RoleName"] = sub(f"${{Prefix}}-{manifest.service}-relay")
+    function = f"{service}RelayFunction"
+    _function(
+        resources,
+        function,
+        f"${{Prefix}}-{manifest.service}-relay",
+        RELAY_HANDLER,
+        role,
+        settings.relay_timeout,
+        _environment(manifest),
+        settings,
+        concurrency=2,  # the scheduled run, and one overlapping a slow run
+    )
+    resources[f"{service}RelaySchedule"] = {
+        "Type": "AWS::Events::Rule",
+        "Properties": {
+            "ScheduleExpression": settings.relay_schedule,
+            "State": "ENABLED",
+            "Targets": [{"Id": "relay", "Arn": arn(function)}],
+        },
+    }
+    resources[f"{service}RelaySchedulePermission"] = {
+        "Type": "AWS::Lambda::Permission",
+        "Properties": {
+            "Action": "lambda:InvokeFunction",
+            "FunctionName": {"Ref": function},
+            "Principal": "events.amazonaws.com",
+            "SourceArn": arn(f"{service}RelaySchedule"),
+        },
+    }
+
+
+def consumer_resources(
+    resources: dict[str, Any], manifest: Manifest, queues: list[QueueSpec], settings: RenderSettings
+) -> None:
+    service = logical(manifest.service)
+    role = f"{service}ApplyRole"
+    bases = [logical(q.consumer, q.entity, f"v{q.version}") for q in queues]
+    statements = [
+        {
+            "Effect": "Allow",
+            "Action": [
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:ChangeMessageVisibility",
+                "sqs:GetQueueAttributes",
+            ],
+            "Resource": [arn(f"{b}Queue") for b in bases],
+        },
+        {
+            # Permanent failures go to the DLQ at once, with their reason.
+            "Effect": "Allow",
+            "Action": ["sqs:SendMessage", "sqs:GetQueueAttributes"],
+            "Resource": [arn(f"{b}Dlq") for b in bases],
+        },
+    ]
+    _role(resources, role, statements, manifest.service)
+    function = f"{service}ApplyFunction"
+    _function(
+        resources,
+        function,
+        f"${{Prefix}}-{manifest.service}-apply",
+        APPLY_HANDLER,
+        role,
+        settings.apply_timeout,
+        _environment(manifest),
+        settings,
+        concurrency=settings.max_concurrency * len(queues),
+    )
+    target: Any = {"Ref": function}
+    if settings.provisioned_concurrency or settings.snapstart:
+        target = _published(resources, function, settings)
+    if settings.keep_warm:
+        _keep_warm(resources, function, target, settings.keep_warm)
+    for queue, base in zip(queues, bases, strict=True):
+        mapping: dict[str, Any] = {
+            "EventSourceArn": arn(f"{base}Queue"),
+            "FunctionName": target,
+            "BatchSize": settings.batch_size,
+            "FunctionResponseTypes": ["ReportBatchItemFailures"],
+            "ScalingConfig": {"MaximumConcurrency": settings.max_concurrency},
+        }
+        if not queue.fifo:
+            mapping["MaximumBatchingWindowInSeconds"] = settings.batching_window
+        resources[f"{base}Mapping"] = {
+            "Type": "AWS::Lambda::EventSourceMapping",
+            "Properties": mapping,
+        }
+        resources[f"{base}DlqDepthAlarm"] = _alarm(
+            f"{base}Dlq", "ApproximateNumberOfMessagesVisible", 0, "messages wait in the DLQ"
+        )
+        resources[f"{base}AgeAlarm"] = _alarm(
+            f"{base}Queue",
+            "ApproximateAgeOfOldestMessage",
+            settings.dlq_age_alarm_seconds,
+            "the oldest message waits too long",
+        )
+
+
+def _published(resources: dict[str, Any], function: str, settings: RenderSettings) -> Any:
+    """A published version and a ``live`` alias, with provisioned concurrency or SnapStart."""
+    if settings.snapstart:
+        resources[function]["Properties"]["SnapStart"] = {"ApplyOn": "PublishedVersions"}
+    resources[f"{function}Version"] = {
+        "Type": "AWS::Lambda::Version",
+        "Properties": {"FunctionName": {"Ref": function}},
+    }
+    alias: dict[str, Any] = {
+        "FunctionName": {"Ref": function},
+        "FunctionVersion": {"Fn::GetAtt": [f"{function}Version", "Version"]},
+        "Name": "live",
+    }
+    if settings.provisioned_concurrency:
+        alias["ProvisionedConcurrencyConfig"] = {
+            "ProvisionedConcurrentExecutions": settings.provisioned_concurrency
+        }
+    resources[f"{function}Alias"] = {"Type": "AWS::Lambda::Alias", "Properties": alias}
+    return {"Ref": f"{function}Alias"}
+
+
+def _keep_warm(resources: dict[str, Any], function: str, target: Any, schedule: str) -> None:
+    """A schedule that pings the function; the handler answers without the database."""
+    rule_target = target if "Ref" in target and target["Ref"].endswith("Alias") else arn(function)
+    resources[f"{function}KeepWarm"] = {
+        "Type": "AWS::Events::Rule",
+        "Properties": {
+            "ScheduleExpression": schedule,
+            "State": "ENABLED",
+            "Targets": [
+                {
+                    "Id": "keep-warm",
+                    "Arn": rule_target,
+                    "Input": json.dumps({"replication": "keep-warm"}),
+                }
+            ],
+        },
+    }
+    resources[f"{function}KeepWarmPermission"] = {
+        "Type": "AWS::Lambda::Permission",
+        "Properties": {
+            "Action": "lambda:InvokeFunction",
+            "FunctionName": target,
+            "Principal": "events.amazonaws.com",
+            "SourceArn": arn(f"{function}KeepWarm"),
+        },
+    }
+
+
+def _alarm(queue_logical: str, metric: str, threshold: int, what: str) -> dict[str, Any]:
+    return {
+        "Type": "AWS::CloudWatch::Alarm",
+        "Properties": {
+            "AlarmDescription": f"Replication: {what}",
+            "Namespace": "AWS/SQS",
+            "MetricName": metric,
+            "Dimensions": [
+                {"Name": "QueueName", "Value": {"Fn::GetAtt": [queue_logical, "QueueName"]}}
+            ],
+            "Statistic": "Maximum",
+            "Period": 60,
+            "EvaluationPeriods": 1,
+            "Threshold": threshold,
+            "ComparisonOperator": "GreaterThanThreshold",
+            "TreatMissingData": "notBreaching",
+        },
+    }
