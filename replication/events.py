@@ -20,17 +20,17 @@ __all__ = [
 
 import datetime as dt
 import json
-import math
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Any, Final, Literal, NoReturn
+from typing import Any, Final, Literal
 
 from pydantic import ValidationError
 
 from replication.contracts import Contract, ContractInfo, ContractRegistry, registry
 from replication.errors import InvalidEventError, UnknownContractError
 from replication.keys import decode_subject, encode_subject
+from replication.wire import RFC3339_RE, StrictJSONError, loads_strict, parse_rfc3339
 
 UPSERTED: Final = "upserted"
 DELETED: Final = "deleted"
@@ -55,15 +55,6 @@ _KNOWN = frozenset(REQUIRED_ATTRIBUTES)
 _MAJOR_RE = re.compile(r"[1-9][0-9]{0,8}")
 # The only text uuid.UUID writes; it also reads braces, 'urn:uuid:', upper case, no hyphens.
 _UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-# RFC 3339 section 5.6 (date-time), with the offset left optional so that a naive
-# time gets its own reason. [0-9], not \d, which matches every Unicode digit.
-_RFC3339_RE = re.compile(
-    r"(?P<year>[0-9]{4})-(?P<month>[0-9]{2})-(?P<day>[0-9]{2})[Tt]"
-    r"(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})(?:\.(?P<fraction>[0-9]+))?"
-    r"(?P<offset>[Zz]|(?P<sign>[+-])(?P<offset_hour>[0-9]{2}):(?P<offset_minute>[0-9]{2}))?"
-)
-_SHOWN_LENGTH = 80
-"""How much of an offending key or number a reason quotes."""
 MAX_ENTITY_VERSION = 2**63 - 1
 """The highest entity version a mirror's 64-bit version column holds."""
 
@@ -199,49 +190,12 @@ def encode_event(event: ChangeEvent) -> bytes:
     return text.encode()
 
 
-def _reject_constant(name: str) -> NoReturn:
-    raise InvalidEventError(f"not valid JSON: {name} is not a JSON number")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):
-        # Valid JSON syntax, but Python reads it as Infinity, which no JSON or database holds.
-        raise InvalidEventError(f"not valid JSON: {_shortened(text)} overflows to Infinity")
-    return value
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        # json.loads would silently keep the last value; other readers keep the first.
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise InvalidEventError(
-                    f"duplicate key {_shortened(key)!r}: a JSON object must not repeat a key"
-                )
-            seen.add(key)
-    return obj
-
-
-def _shortened(text: str) -> str:
-    return text if len(text) <= _SHOWN_LENGTH else f"{text[:_SHOWN_LENGTH]}..."
-
-
 def decode_event(raw: bytes | str, contracts: ContractRegistry = registry) -> ChangeEvent:
     """Parse and validate a wire event; raises InvalidEventError naming what is wrong."""
     try:
-        document = json.loads(
-            raw,
-            object_pairs_hook=_unique_keys,
-            parse_constant=_reject_constant,
-            parse_float=_finite_float,
-        )
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidEventError(f"not valid JSON: {exc}") from None
-    except RecursionError:
-        raise InvalidEventError("not valid JSON: nested too deeply") from None
+        document = loads_strict(raw)
+    except StrictJSONError as exc:
+        raise InvalidEventError(str(exc)) from None
     if not isinstance(document, dict):
         raise InvalidEventError(
             f"a change event must be a JSON object, got {type(document).__name__}"
@@ -343,13 +297,13 @@ def _op_of(doc: dict[str, Any], info: ContractInfo, fail: Any) -> Op:
 def _time_of(value: str, fail: Any) -> dt.datetime:
     # Not datetime.fromisoformat: it also reads ISO 8601 forms RFC 3339 excludes (basic
     # format, week dates, 'T00Z', any separator, a comma before the fraction).
-    match = _RFC3339_RE.fullmatch(value)
+    match = RFC3339_RE.fullmatch(value)
     if match is None:
         raise fail(f"time must be an RFC 3339 timestamp, got {value!r}")
     if match["offset"] is None:
         raise fail(f"time {value!r} has no UTC offset (naive datetimes are ambiguous)")
     try:
-        when = _datetime_of(match)
+        when = parse_rfc3339(match)
     except ValueError:
         raise fail(f"time must be an RFC 3339 timestamp, got {value!r}") from None
     try:
@@ -357,30 +311,6 @@ def _time_of(value: str, fail: Any) -> dt.datetime:
     except OverflowError:
         raise fail(f"time {value!r} is out of range once converted to UTC") from None
     return when
-
-
-def _datetime_of(match: re.Match[str]) -> dt.datetime:
-    """The datetime of an RFC 3339 match; ValueError when a part is out of range."""
-    if match["offset"] in ("Z", "z"):
-        zone = dt.UTC
-    else:
-        hours, minutes = int(match["offset_hour"]), int(match["offset_minute"])
-        if hours > 23 or minutes > 59:
-            raise ValueError("offset out of range")
-        sign = -1 if match["sign"] == "-" else 1
-        zone = dt.timezone(sign * dt.timedelta(hours=hours, minutes=minutes))
-    # Digits past the microsecond are dropped, as datetime cannot hold them.
-    micro = (match["fraction"] or "")[:6].ljust(6, "0")
-    return dt.datetime(
-        int(match["year"]),
-        int(match["month"]),
-        int(match["day"]),
-        int(match["hour"]),
-        int(match["minute"]),
-        int(match["second"]),
-        int(micro),
-        tzinfo=zone,
-    )
 
 
 def _check_key_lengths(info: ContractInfo, key: tuple[Any, ...], fail: Any) -> None:

@@ -1,0 +1,103 @@
+"""Strict readers for the wire format: JSON as RFC 8259 means it, RFC 3339 times.
+
+Python's json module reads NaN and Infinity, keeps the last of repeated keys
+and turns 1e999 into Infinity; datetime.fromisoformat reads ISO 8601 forms
+RFC 3339 excludes. Each of these is a way for two readers to disagree on one
+message, so the change event decoder refuses them with a precise reason.
+"""
+
+from __future__ import annotations
+
+__all__ = ["RFC3339_RE", "StrictJSONError", "loads_strict", "parse_rfc3339"]
+
+import datetime as dt
+import json
+import math
+import re
+from typing import Any, NoReturn
+
+
+class StrictJSONError(ValueError):
+    """The text is not JSON that every reader reads the same way."""
+
+
+# RFC 3339 section 5.6 (date-time), with the offset left optional so that a naive
+# time gets its own reason. [0-9], not \d, which matches every Unicode digit.
+RFC3339_RE = re.compile(
+    r"(?P<year>[0-9]{4})-(?P<month>[0-9]{2})-(?P<day>[0-9]{2})[Tt]"
+    r"(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})(?:\.(?P<fraction>[0-9]+))?"
+    r"(?P<offset>[Zz]|(?P<sign>[+-])(?P<offset_hour>[0-9]{2}):(?P<offset_minute>[0-9]{2}))?"
+)
+_SHOWN_LENGTH = 80
+"""How much of an offending key or number a reason quotes."""
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise StrictJSONError(f"not valid JSON: {name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        # Valid JSON syntax, but Python reads it as Infinity, which no JSON or database holds.
+        raise StrictJSONError(f"not valid JSON: {_shortened(text)} overflows to Infinity")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        # json.loads would silently keep the last value; other readers keep the first.
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise StrictJSONError(
+                    f"duplicate key {_shortened(key)!r}: a JSON object must not repeat a key"
+                )
+            seen.add(key)
+    return obj
+
+
+def _shortened(text: str) -> str:
+    return text if len(text) <= _SHOWN_LENGTH else f"{text[:_SHOWN_LENGTH]}..."
+
+
+def loads_strict(raw: bytes | str) -> Any:
+    """Parse JSON, refusing NaN/Infinity, numbers that overflow and repeated keys."""
+    try:
+        return json.loads(
+            raw,
+            object_pairs_hook=_unique_keys,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+        )
+    except StrictJSONError:
+        raise
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StrictJSONError(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise StrictJSONError("not valid JSON: nested too deeply") from None
+
+
+def parse_rfc3339(match: re.Match[str]) -> dt.datetime:
+    """The datetime of an RFC 3339 match; ValueError when a part is out of range."""
+    if match["offset"] in ("Z", "z"):
+        zone = dt.UTC
+    else:
+        hours, minutes = int(match["offset_hour"]), int(match["offset_minute"])
+        if hours > 23 or minutes > 59:
+            raise ValueError("offset out of range")
+        sign = -1 if match["sign"] == "-" else 1
+        zone = dt.timezone(sign * dt.timedelta(hours=hours, minutes=minutes))
+    # Digits past the microsecond are dropped, as datetime cannot hold them.
+    micro = (match["fraction"] or "")[:6].ljust(6, "0")
+    return dt.datetime(
+        int(match["year"]),
+        int(match["month"]),
+        int(match["day"]),
+        int(match["hour"]),
+        int(match["minute"]),
+        int(match["second"]),
+        int(micro),
+        tzinfo=zone,
+    )
