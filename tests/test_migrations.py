@@ -101,5 +101,4 @@ def test_check_fails_readably_when_a_declaration_changed_without_a_migration(
 
     assert checked.returncode == 1
     assert "the database differs from the declarations" in checked.stderr
-    assert "add_column" in checked.stderr
-    assert "stock" in checked.stderr
+    assert "column product_mirror.stock (BIGINT) is declared but missing" in checked.stderr
