@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from replication.awsenv import error_code, http_status
 from replication.errors import TransientError
 
 MAX_BATCH_ENTRIES = 10
@@ -103,10 +104,10 @@ class SnsPublisher(Publisher):
                 TopicArn=topic_arn, PublishBatchRequestEntries=entries
             )
         except Exception as exc:
-            code = _error_code(exc)
+            code = error_code(exc)
             if code is None:
                 raise PublishError(f"publish to {topic_arn} failed: {exc}") from exc
-            throttled = code in _THROTTLING or _http_status(exc) == 429
+            throttled = code in _THROTTLING or http_status(exc) == 429
             raise PublishError(
                 f"publish to {topic_arn} failed: {code}: {exc}", throttled=throttled
             ) from exc
@@ -120,22 +121,6 @@ class SnsPublisher(Publisher):
             if message.id not in confirmed and message.id not in failed:
                 failed[message.id] = "Unconfirmed: not reported as published"
         return PublishResult(failed=failed)
-
-
-def _error_code(exc: Exception) -> str | None:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        code = response.get("Error", {}).get("Code")
-        return str(code) if code else None
-    return None
-
-
-def _http_status(exc: Exception) -> int | None:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        return int(status) if status is not None else None
-    return None
 
 
 def _entry(message: OutgoingMessage) -> dict[str, Any]:

@@ -65,31 +65,28 @@ def database_url(manifest: Manifest) -> str:
 
 def build_relay(manifest: Manifest, settings: RelaySettings, *, url: str | None = None) -> Relay:
     """A relay for the entities ``manifest``'s service owns."""
-    import boto3
     import sqlalchemy as sa
 
+    from replication.awsenv import locate
     from replication.payloads import PayloadStore
 
     if not manifest.owns:
         raise ConfigurationError(f"service {manifest.service} owns no entity: nothing to relay")
-    session = boto3.session.Session()
-    region = session.region_name
-    if not region:
-        raise ConfigurationError(
-            "no AWS region configured: set AWS_REGION or AWS_DEFAULT_REGION, or use a profile"
-        )
-    account = session.client("sts").get_caller_identity()["Account"]
-    partition = session.get_partition_for_region(region)
+    where = locate()
     router = TopicRouter.for_manifest(
-        manifest, region=region, account=account, prefix=settings.prefix, partition=partition
+        manifest,
+        region=where.region,
+        account=where.account,
+        prefix=settings.prefix,
+        partition=where.partition,
     )
     payloads = None
     if settings.payload_bucket:
-        payloads = PayloadStore(session.client("s3"), settings.payload_bucket)
+        payloads = PayloadStore(where.session.client("s3"), settings.payload_bucket)
     engine = sa.create_engine(url or database_url(manifest), pool_pre_ping=True)
     return Relay(
         engine,
-        SnsPublisher(session.client("sns")),
+        SnsPublisher(where.session.client("sns")),
         router,
         payloads=payloads,
         config=RelayConfig(batch_size=settings.batch_size),

@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from replication.awsenv import error_code, locate
 from replication.topology.model import QueueSpec, TopicSpec, Topology
 from replication.topology.naming import topic_arn
 from replication.topology.policies import (
@@ -79,13 +80,6 @@ class Plan:
         return "\n".join(lines)
 
 
-def _error_code(exc: Exception) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Code", ""))
-    return ""
-
-
 def _same(name: str, wanted: str, live: str | None) -> bool:
     if live is None:
         return False
@@ -122,23 +116,13 @@ class AwsTopology:
     @classmethod
     def from_environment(cls) -> AwsTopology:
         """Clients, region and account from the standard AWS configuration."""
-        import boto3
-
-        from replication.errors import ConfigurationError
-
-        session = boto3.session.Session()
-        region = session.region_name
-        if not region:
-            raise ConfigurationError(
-                "no AWS region configured: set AWS_REGION or AWS_DEFAULT_REGION, or use a profile"
-            )
-        account = session.client("sts").get_caller_identity()["Account"]
+        where = locate()
         return cls(
-            session.client("sns"),
-            session.client("sqs"),
-            region=region,
-            account=account,
-            partition=session.get_partition_for_region(region),
+            where.session.client("sns"),
+            where.session.client("sqs"),
+            region=where.region,
+            account=where.account,
+            partition=where.partition,
         )
 
     # -- names ------------------------------------------------------------------------
@@ -158,7 +142,7 @@ class AwsTopology:
         try:
             attributes: dict[str, str] = self.sns.get_topic_attributes(TopicArn=arn)["Attributes"]
         except Exception as exc:
-            if _error_code(exc) in ("NotFound", "NotFoundException"):
+            if error_code(exc) in ("NotFound", "NotFoundException"):
                 return None
             raise
         return attributes
@@ -167,7 +151,7 @@ class AwsTopology:
         try:
             url = self.sqs.get_queue_url(QueueName=name)["QueueUrl"]
         except Exception as exc:
-            if _error_code(exc) in (
+            if error_code(exc) in (
                 "AWS.SimpleQueueService.NonExistentQueue",
                 "QueueDoesNotExist",
             ):
