@@ -26,6 +26,7 @@ __all__ = [
     "load_manifests",
 ]
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
 from replication.contracts import ContractInfo, ContractRegistry, registry
-from replication.errors import ManifestError, ManifestIssue
+from replication.errors import ConfigurationError, ManifestError, ManifestIssue
 
 IDENTIFIER_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 SERVICE_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
@@ -105,6 +106,16 @@ class Manifest:
     mirrors: tuple[MirrorDeclaration, ...]
     account: str | None = None
     """The AWS account the service lives in, when services span several accounts."""
+
+    def database_url(self) -> str:
+        """The service's database URL, from the environment variable the manifest names."""
+        url = os.environ.get(self.database_url_env)
+        if not url:
+            raise ConfigurationError(
+                f"service {self.service}: environment variable {self.database_url_env} "
+                "(named by database.url_env in its manifest) is not set"
+            )
+        return url
 
     def mirror(self, entity: str) -> MirrorDeclaration:
         """The declaration mirroring ``entity``; KeyError when the service does not mirror it."""

@@ -129,8 +129,9 @@ def cmd_relay(args: argparse.Namespace) -> int:
 
 def topology_of(args: argparse.Namespace) -> Any:
     from replication.topology.model import build_topology
+    from replication.topology.naming import DEFAULT_PREFIX
 
-    prefix = args.prefix or os.environ.get("REPLICATION_PREFIX", "dev")
+    prefix = args.prefix or os.environ.get("REPLICATION_PREFIX", DEFAULT_PREFIX)
     return build_topology(find_manifests(args.manifests), prefix=prefix)
 
 
@@ -209,10 +210,9 @@ def cmd_topology_destroy(args: argparse.Namespace) -> int:
 
 def cmd_migrations(args: argparse.Namespace) -> int:
     from replication import migrations
-    from replication.outbox.runner import database_url
 
     [manifest] = selected(find_manifests(args.manifests), args.service)
-    url = args.url or database_url(manifest)
+    url = args.url or manifest.database_url()
     versions = Path(args.versions) if args.versions else None
     config = migrations.alembic_config(manifest, url, versions=versions)
     if args.command == "generate":

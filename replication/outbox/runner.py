@@ -52,17 +52,6 @@ class RelaySettings:
         )
 
 
-def database_url(manifest: Manifest) -> str:
-    """The owner's database URL, from the environment variable its manifest names."""
-    url = os.environ.get(manifest.database_url_env)
-    if not url:
-        raise ConfigurationError(
-            f"service {manifest.service}: environment variable {manifest.database_url_env} "
-            "(named by database.url_env in its manifest) is not set"
-        )
-    return url
-
-
 def build_relay(manifest: Manifest, settings: RelaySettings, *, url: str | None = None) -> Relay:
     """A relay for the entities ``manifest``'s service owns."""
     import sqlalchemy as sa
@@ -83,7 +72,7 @@ def build_relay(manifest: Manifest, settings: RelaySettings, *, url: str | None 
     payloads = None
     if settings.payload_bucket:
         payloads = PayloadStore(where.session.client("s3"), settings.payload_bucket)
-    engine = sa.create_engine(url or database_url(manifest), pool_pre_ping=True)
+    engine = sa.create_engine(url or manifest.database_url(), pool_pre_ping=True)
     return Relay(
         engine,
         SnsPublisher(where.session.client("sns")),
