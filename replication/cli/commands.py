@@ -118,10 +118,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
     relay = build_relay(manifest, settings)
     if args.once:
         stats = relay.drain()
-        print(
-            f"published {stats.published}, failed {stats.failed}, held {stats.held}, "
-            f"pending {relay.pending()}"
-        )
+        print(f"published {stats.published}, failed {stats.failed}, pending {relay.pending()}")
         return EXIT_OK
     run_forever(relay, poll_interval=args.poll_interval, out=sys.stdout)
     return EXIT_OK

@@ -4,14 +4,14 @@ One cycle (:meth:`Relay.relay_once`) is one small transaction:
 
 1. claim up to ``batch_size`` unpublished rows that are due, in id order,
    with ``FOR UPDATE SKIP LOCKED`` where the database has it, so several
-   relays share the work;
-2. keep, per key, only the rows that are the head of that key's unpublished
-   rows (the earliest ones, with nothing of another relay or in back-off
-   before them), so an older version is never published after a newer one;
-3. publish with ``PublishBatch`` (at most 10 entries and 256 KiB a call, a
+   relays share the work; only rows with no earlier unpublished row of the
+   same key are claimed (nothing of another relay, in back-off or failed
+   before them), so an older version is never published after a newer one
+   and a stuck key never fills the claim;
+2. publish with ``PublishBatch`` (at most 10 entries and 256 KiB a call, a
    key at most once a call); an entry SNS reports as failed stays
    unpublished with a back-off, and later rows of its key wait for it;
-4. mark what was published and commit.
+3. mark what was published and commit.
 
 A crash between publishing and marking republishes those rows: consumers
 absorb the duplicates (ARCHITECTURE section 4, rule 5).
@@ -65,8 +65,6 @@ class RelayStats:
     claimed: int = 0
     published: int = 0
     failed: int = 0
-    held: int = 0
-    """Rows left for later because an earlier row of their key is not published yet."""
     offloaded: int = 0
     throttled: int = 0
     cycles: int = 0
@@ -77,7 +75,6 @@ class RelayStats:
         self.claimed += other.claimed
         self.published += other.published
         self.failed += other.failed
-        self.held += other.held
         self.offloaded += other.offloaded
         self.throttled += other.throttled
         self.cycles += other.cycles
@@ -122,9 +119,7 @@ class Relay:
             stats.claimed = len(rows)
             if not rows:
                 return stats
-            ready = self._heads(conn, rows)
-            stats.held = len(rows) - len(ready)
-            published, failures = self._publish(ready, stats)
+            published, failures = self._publish(rows, stats)
             stats.published = len(published)
             stats.failed = len(failures)
             self._mark(conn, published, failures, now)
@@ -220,31 +215,6 @@ class Relay:
         if self._skip_locked:
             query = query.with_for_update(skip_locked=True)
         return [ClaimedRow(*row) for row in conn.execute(query)]
-
-    def _heads(self, conn: sa.Connection, rows: list[ClaimedRow]) -> list[ClaimedRow]:
-        """The claimed rows whose every earlier unpublished row of the same key is claimed too."""
-        t = self.table
-        mine = {row.id for row in rows}
-        last = max(mine)
-        keys = sorted({row.key for row in rows})
-        unpublished: dict[tuple[str, str], list[int]] = {}
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            query = (
-                sa.select(t.c.entity, t.c.subject, t.c.id)
-                .where(t.c.published_at.is_(None), t.c.id <= last)
-                .where(sa.tuple_(t.c.entity, t.c.subject).in_(chunk))
-                .order_by(t.c.id)
-            )
-            for entity, subject, row_id in conn.execute(query):
-                unpublished.setdefault((entity, subject), []).append(row_id)
-        allowed: set[int] = set()
-        for ids in unpublished.values():
-            for row_id in ids:
-                if row_id not in mine:
-                    break  # another relay's, or in back-off: wait for it
-                allowed.add(row_id)
-        return [row for row in rows if row.id in allowed]
 
     def _message(self, row: ClaimedRow, fifo: bool, stats: RelayStats) -> OutgoingMessage:
         attributes = {

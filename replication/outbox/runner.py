@@ -109,7 +109,6 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         "purged": purged,
         "published": stats.published,
         "failed": stats.failed,
-        "held": stats.held,
         "offloaded": stats.offloaded,
         "cycles": stats.cycles,
     }
