@@ -65,7 +65,7 @@ def is_pointer(body: str) -> bool:
 
 
 class PayloadStore:
-    """Stores and fetches offloaded payloads in one S3 bucket."""
+    """Stores offloaded payloads in one S3 bucket (:func:`resolve_payload` reads them)."""
 
     def __init__(self, s3_client: Any, bucket: str, *, prefix: str = "events/") -> None:
         self._s3 = s3_client
@@ -82,12 +82,6 @@ class PayloadStore:
             ContentType="application/cloudevents+json",
         )
         return make_pointer(self.bucket, key)
-
-    def fetch(self, bucket: str, key: str) -> str:
-        """The payload stored at ``s3://bucket/key``."""
-        response = self._s3.get_object(Bucket=bucket, Key=key)
-        body: bytes = response["Body"].read()
-        return body.decode()
 
 
 def resolve_payload(body: str, s3_client: Any) -> str:
