@@ -27,7 +27,6 @@ import dataclasses
 import datetime as dt
 import io
 import json
-import os
 import random
 import statistics
 import sys
@@ -37,10 +36,8 @@ from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import psycopg2
-import pymysql
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -53,12 +50,9 @@ from replication.mirror.render import statements_for
 from replication.mirror.statements import MirrorStatements
 from replication.mirror.tables import mirror_table
 from replication.mirror.values import COPY, converters
+from tests.databases import POSTGRES_URL, mysql_connection, mysql_sqlalchemy_url
 
 ROOT = Path(__file__).resolve().parent.parent
-PG_URL = os.environ.get(
-    "REPLICATION_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
-MYSQL_URL = os.environ.get("REPLICATION_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 MIX = {"insert": 0.30, "update": 0.40, "stale": 0.15, "delete": 0.15}
 
 
@@ -271,9 +265,9 @@ def _rate(size: int, timings: list[float]) -> float:
 
 
 def bench_postgres(declaration: MirrorDeclaration, quick: bool) -> dict[str, float]:
-    url = PG_URL.replace("postgresql:", "postgresql+psycopg2:", 1)
+    url = POSTGRES_URL.replace("postgresql:", "postgresql+psycopg2:", 1)
     plain = _setup(url, declaration, "bench_customer_plain")
-    conn = psycopg2.connect(PG_URL)
+    conn = psycopg2.connect(POSTGRES_URL)
     statements = statements_for(declaration, "postgresql")
     plain_statements = statements_for(
         dataclasses.replace(declaration, table=plain.name), "postgresql"
@@ -317,20 +311,8 @@ def bench_postgres(declaration: MirrorDeclaration, quick: bool) -> dict[str, flo
 
 
 def bench_mariadb(declaration: MirrorDeclaration, quick: bool) -> dict[str, float]:
-    parts = urlsplit(MYSQL_URL)
-    plain = _setup(
-        MYSQL_URL.replace("mysql:", "mysql+pymysql:", 1) + "?charset=utf8mb4",
-        declaration,
-        "bench_customer_plain",
-    )
-    conn = pymysql.connect(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 3306,
-        user=parts.username or "root",
-        password=parts.password or "",
-        database=parts.path.lstrip("/") or "test",
-        charset="utf8mb4",
-    )
+    plain = _setup(mysql_sqlalchemy_url(), declaration, "bench_customer_plain")
+    conn = mysql_connection()
     statements = statements_for(declaration, "mysql")
     owner = Owner(seed=3)
     seeded = 20_000 if quick else 100_000

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import statistics
 import sys
 import time
@@ -39,10 +38,9 @@ from replication.outbox import Relay, SnsPublisher, TopicRoute, TopicRouter
 from replication.outbox.record import record_upsert
 from replication.outbox.table import outbox_table
 from tests.aws import moto_server
+from tests.databases import POSTGRES_URL
 
-PG_URL = os.environ.get(
-    "REPLICATION_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-).replace("postgresql:", "postgresql+psycopg2:", 1)
+PG_URL = POSTGRES_URL.replace("postgresql:", "postgresql+psycopg2:", 1)
 
 CUSTOMERS = sa.Table(
     "bench_crm_customers",

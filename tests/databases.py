@@ -40,6 +40,28 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+def mysql_connection(url: str = MYSQL_URL) -> Any:
+    """A PyMySQL connection (utf8mb4) to the MariaDB/MySQL server of ``url``."""
+    import pymysql
+
+    parts = urlsplit(url)
+    return pymysql.connect(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 3306,
+        user=parts.username or "root",
+        password=parts.password or "",
+        database=parts.path.lstrip("/") or "test",
+        charset="utf8mb4",
+        connect_timeout=5,
+    )
+
+
+def mysql_sqlalchemy_url(url: str = MYSQL_URL) -> str:
+    """The SQLAlchemy URL (PyMySQL, utf8mb4) of a mysql:// URL."""
+    sa_url = url.replace("mysql:", "mysql+pymysql:", 1)
+    return sa_url + ("&" if "?" in sa_url else "?") + "charset=utf8mb4"
+
+
 def connect(dialect: str, tmp_path: Path) -> Database:
     """Open a connection of ``dialect`` (sqlite files live in ``tmp_path``)."""
     if dialect == "sqlite":
@@ -58,19 +80,9 @@ def connect(dialect: str, tmp_path: Path) -> Database:
     if dialect == "mysql":
         import pymysql
 
-        parts = urlsplit(MYSQL_URL)
         try:
-            conn = pymysql.connect(
-                host=parts.hostname or "127.0.0.1",
-                port=parts.port or 3306,
-                user=parts.username or "root",
-                password=parts.password or "",
-                database=parts.path.lstrip("/") or "test",
-                charset="utf8mb4",
-                connect_timeout=5,
-            )
+            conn = mysql_connection()
         except pymysql.err.OperationalError as exc:
             unavailable(f"MariaDB/MySQL at {MYSQL_URL} does not answer: {exc}")
-        url = MYSQL_URL.replace("mysql:", "mysql+pymysql:", 1)
-        return Database("mysql", conn, url + ("&" if "?" in url else "?") + "charset=utf8mb4")
+        return Database("mysql", conn, mysql_sqlalchemy_url())
     raise ValueError(dialect)

@@ -45,7 +45,7 @@ from replication.payloads import (
     resolve_payload,
 )
 from tests.aws import MotoServer, bodies, drain_queue, moto_server, subscribed_queue
-from tests.databases import MYSQL_URL, POSTGRES_URL, unavailable
+from tests.databases import POSTGRES_URL, mysql_sqlalchemy_url, unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_DIALECTS = ["postgresql", "mysql"]
@@ -64,7 +64,7 @@ def engine_for(dialect: str, tmp_path: Path) -> sa.Engine:
     elif dialect == "postgresql":
         url = POSTGRES_URL.replace("postgresql:", "postgresql+psycopg2:", 1)
     else:
-        url = MYSQL_URL.replace("mysql:", "mysql+pymysql:", 1) + "?charset=utf8mb4"
+        url = mysql_sqlalchemy_url()
     engine = sa.create_engine(url, pool_pre_ping=True)
     try:
         with engine.connect():
