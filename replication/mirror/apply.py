@@ -152,8 +152,14 @@ def _unique_stamp(now: dt.datetime) -> dt.datetime:
     return stamp
 
 
-def _values(statements: MirrorStatements, event: ChangeEvent, applied_at: dt.datetime) -> list[Any]:
-    data_columns = statements.columns[statements.key_count : len(statements.columns) - _META]
+def _data_columns(statements: MirrorStatements) -> tuple[str, ...]:
+    """The mirrored non-key columns: between the key and the metadata."""
+    return statements.columns[statements.key_count : len(statements.columns) - _META]
+
+
+def _values(
+    data_columns: tuple[str, ...], event: ChangeEvent, applied_at: dt.datetime
+) -> list[Any]:
     state = event.data
     if state is None:
         values: list[Any] = [*event.key, *([None] * len(data_columns)), event.version, True]
@@ -170,8 +176,9 @@ def _rows(
     target: str,
 ) -> list[tuple[Any, ...]]:
     convert = converters(statements.kinds, target)
+    data_columns = _data_columns(statements)
     return [
-        tuple(f(v) for f, v in zip(convert, _values(statements, e, applied_at), strict=True))
+        tuple(f(v) for f, v in zip(convert, _values(data_columns, e, applied_at), strict=True))
         for e in events
     ]
 
@@ -205,10 +212,11 @@ def _write_copy_merge(
 ) -> list[bool]:
     """PostgreSQL bulk path: COPY into a session-local stage table, then one guarded merge."""
     convert = converters(statements.kinds, COPY)
+    data_columns = _data_columns(statements)
     buffer = io.StringIO()
     write = buffer.write
     for event in events:
-        values = _values(statements, event, applied_at)
+        values = _values(data_columns, event, applied_at)
         write("\t".join([f(v) for f, v in zip(convert, values, strict=True)]))
         write("\n")
     buffer.seek(0)
