@@ -30,6 +30,7 @@ from alembic.config import Config
 from alembic.operations import MigrateOperation, Operations, ops
 from alembic.runtime.migration import MigrationContext
 
+from replication.consumer.failures_table import failures_table
 from replication.errors import ConfigurationError
 from replication.manifest import Manifest
 from replication.mirror.tables import mirror_table
@@ -48,6 +49,8 @@ def service_metadata(manifest: Manifest) -> sa.MetaData:
     metadata = sa.MetaData()
     for declaration in manifest.mirrors:
         mirror_table(declaration, metadata)
+    if manifest.mirrors:
+        failures_table(metadata)
     if manifest.owns:
         outbox_table(metadata)
     return metadata

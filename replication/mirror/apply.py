@@ -114,13 +114,14 @@ def apply_changes(
             written = _write_returning(cursor, statements, reduced, applied_at)
     finally:
         cursor.close()
-    deleted = sum(1 for flag in written if flag)
+    deleted = sum(1 for flag, _ in written if flag)
     return ApplyResult(
         received=len(events),
         applied=len(written) - deleted,
         deleted=deleted,
         stale=len(reduced) - len(written),
         collapsed=collapsed,
+        written=frozenset(event_id for _, event_id in written),
     )
 
 
@@ -196,20 +197,20 @@ def _upsert_sql(statements: MirrorStatements, rows: int) -> str:
 
 def _write_returning(
     cursor: Any, statements: MirrorStatements, events: list[ChangeEvent], applied_at: dt.datetime
-) -> list[bool]:
+) -> list[tuple[bool, str]]:
     """PostgreSQL and SQLite: guarded upsert; RETURNING lists the rows it wrote."""
     rows = _rows(statements, events, applied_at, statements.dialect)
-    written: list[bool] = []
+    written: list[tuple[bool, str]] = []
     for chunk in _chunks(rows, statements.rows_per_statement):
         sql = _upsert_sql(statements, len(chunk))
         cursor.execute(sql, [value for row in chunk for value in row])
-        written += [bool(flag) for (flag,) in cursor.fetchall()]
+        written += [(bool(flag), str(event_id)) for flag, event_id in cursor.fetchall()]
     return written
 
 
 def _write_copy_merge(
     cursor: Any, statements: MirrorStatements, events: list[ChangeEvent], applied_at: dt.datetime
-) -> list[bool]:
+) -> list[tuple[bool, str]]:
     """PostgreSQL bulk path: COPY into a session-local stage table, then one guarded merge."""
     convert = converters(statements.kinds, COPY)
     data_columns = _data_columns(statements)
@@ -223,14 +224,14 @@ def _write_copy_merge(
     cursor.execute(statements.stage_setup)
     cursor.copy_expert(statements.stage_copy, buffer)
     cursor.execute(statements.stage_merge)
-    written = [bool(flag) for (flag,) in cursor.fetchall()]
+    written = [(bool(flag), str(event_id)) for flag, event_id in cursor.fetchall()]
     cursor.execute(statements.stage_clear)
     return written
 
 
 def _write_mysql(
     cursor: Any, statements: MirrorStatements, events: list[ChangeEvent], applied_at: dt.datetime
-) -> list[bool]:
+) -> list[tuple[bool, str]]:
     """MySQL/MariaDB: guarded upsert of every row, then read back which rows this call wrote."""
     rows = _rows(statements, events, applied_at, "mysql")
     k = statements.key_count
@@ -247,10 +248,11 @@ def _write_mysql(
         cursor.execute(sql, [stamp, *[value for row in chunk for value in row[:k]]])
         for found in cursor.fetchall():
             mine[_key_text(found[:k])] = str(found[k])
-    written: list[bool] = []
+    written: list[tuple[bool, str]] = []
     for row in rows:
-        if mine.get(_key_text(row[:k])) == str(row[event_id_at]):
-            written.append(bool(row[event_id_at - 1]))
+        event_id = str(row[event_id_at])
+        if mine.get(_key_text(row[:k])) == event_id:
+            written.append((bool(row[event_id_at - 1]), event_id))
     return written
 
 

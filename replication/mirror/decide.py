@@ -11,7 +11,7 @@ from __future__ import annotations
 __all__ = ["ApplyResult", "reduce_batch"]
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from replication.events import ChangeEvent
@@ -30,6 +30,8 @@ class ApplyResult:
     """Events at or below the mirror's version for their key: no-ops."""
     collapsed: int = 0
     """Events dropped while reducing the batch: duplicates or superseded in the batch."""
+    written: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+    """Ids of the events whose rows were written (applied or deleted)."""
 
     def __add__(self, other: ApplyResult) -> ApplyResult:
         return ApplyResult(
@@ -38,6 +40,7 @@ class ApplyResult:
             self.deleted + other.deleted,
             self.stale + other.stale,
             self.collapsed + other.collapsed,
+            self.written | other.written,
         )
 
 

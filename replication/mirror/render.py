@@ -97,13 +97,14 @@ def render_statements(
     insert_prefix = f"INSERT INTO {t} ({', '.join(q)}) VALUES "
     updated = [quote(c) for c in (*fields, *meta) if c != VERSION]
     v, d = quote(VERSION), quote(DELETED)
+    e, a = quote(EVENT_ID), quote(APPLIED_AT)
     stage = quote(_stage_name(table.name))
     stage_setup = stage_copy = stage_merge = stage_clear = ""
     if dialect in ("postgresql", "sqlite"):
         sets = ", ".join(f"{c} = excluded.{c}" for c in [*updated, v])
         suffix = (
             f" ON CONFLICT ({', '.join(qkey)}) DO UPDATE SET {sets}"
-            f" WHERE {t}.{v} < excluded.{v} RETURNING {d}"
+            f" WHERE {t}.{v} < excluded.{v} RETURNING {d}, {e}"
         )
         if dialect == "postgresql":
             stage_setup = (
@@ -124,7 +125,6 @@ def render_statements(
         guard = f"{t}.{v} < VALUES({v})"
         sets = ", ".join(f"{c} = IF({guard}, VALUES({c}), {c})" for c in [*updated, v])
         suffix = f" ON DUPLICATE KEY UPDATE {sets}"
-    e, a = quote(EVENT_ID), quote(APPLIED_AT)
     select_written = (
         f"SELECT {', '.join(qkey)}, {e}, {d} FROM {t} "
         f"WHERE {a} = {marker} AND ({', '.join(qkey)}) IN "

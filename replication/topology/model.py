@@ -16,6 +16,8 @@ __all__ = [
     "Topology",
     "TopologyError",
     "build_topology",
+    "resolved_queue_names",
+    "resolved_topic_name",
     "shorten",
 ]
 
@@ -107,14 +109,16 @@ def shorten(name: str, limit: int, *, suffix: str = "") -> str:
     return f"{head}-{digest}{suffix}"
 
 
-def _topic_name(entity: str, version: int, prefix: str, fifo: bool) -> str:
+def resolved_topic_name(entity: str, version: int, prefix: str, fifo: bool) -> str:
+    """The topic name of an entity version as deployed: shortened when over the limit."""
     base = topic_name(entity, version, prefix=prefix)
     return shorten(base, MAX_TOPIC_NAME, suffix=".fifo" if fifo else "")
 
 
-def _queue_names(
+def resolved_queue_names(
     consumer: str, entity: str, version: int, prefix: str, fifo: bool
 ) -> tuple[str, str]:
+    """The names of a consumer's queue and its DLQ as deployed: shortened when over the limit."""
     base = queue_name(consumer, entity, version, prefix=prefix)
     suffix = ".fifo" if fifo else ""
     # The DLQ adds "-dlq": shorten so that the DLQ name fits too.
@@ -140,7 +144,7 @@ def build_topology(manifests: Iterable[Manifest], *, prefix: str = DEFAULT_PREFI
             owners[slot] = (manifest, owned.fifo)
     topics = {
         slot: TopicSpec(
-            name=_topic_name(slot[0], slot[1], prefix, fifo),
+            name=resolved_topic_name(slot[0], slot[1], prefix, fifo),
             entity=slot[0],
             version=slot[1],
             owner=owner.service,
@@ -173,7 +177,7 @@ def build_topology(manifests: Iterable[Manifest], *, prefix: str = DEFAULT_PREFI
                     "queues and a standard topic only to standard ones"
                 )
                 continue
-            name, dlq = _queue_names(
+            name, dlq = resolved_queue_names(
                 manifest.service, info.entity, info.version, prefix, topic.fifo
             )
             queues.append(

@@ -1,0 +1,406 @@
+"""A consumer applying one batch of SQS records to its mirrors.
+
+For each record: find its mirror from the queue it came from, unwrap the SNS
+envelope (checking the topic is the owner's), fetch an S3-offloaded payload,
+decode and validate the change event, check it is the mirror's entity and
+version. Records that can never apply are *poison*: they go to the queue's
+DLQ at once with their reason. The rest are applied per mirror in one
+transaction; if that transaction fails on a value the database refuses, the
+batch is bisected until the culprit is alone, so every good record still
+applies in this invocation. Transient failures (database down, deadlock, a
+pending migration) are left for SQS to retry.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Consumer", "Outcome", "Route", "routes_for"]
+
+import contextlib
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from replication.consumer.classify import CONNECTION, DATA, Verdict, classify
+from replication.consumer.dead_letters import DeadLetters
+from replication.consumer.failures import Failure, record_failures
+from replication.consumer.records import Delivery, unwrap_body
+from replication.errors import InvalidEventError
+from replication.events import ChangeEvent, decode_event
+from replication.manifest import Manifest, MirrorDeclaration
+from replication.mirror.apply import apply_changes
+from replication.mirror.decide import reduce_batch
+from replication.mirror.statements import MirrorStatements
+from replication.payloads import parse_pointer
+from replication.topology.model import resolved_queue_names, resolved_topic_name
+from replication.topology.naming import DEFAULT_PREFIX
+
+Status = Literal["applied", "deleted", "stale", "collapsed", "dead-lettered", "retry"]
+DONE: frozenset[str] = frozenset({"applied", "deleted", "stale", "collapsed", "dead-lettered"})
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a mirror's records arrive from, and where its poison goes."""
+
+    declaration: MirrorDeclaration
+    queue: str
+    dlq: str
+    topic: str
+
+    @property
+    def entity(self) -> str:
+        """The mirrored entity."""
+        return self.declaration.contract.entity
+
+
+def routes_for(manifest: Manifest, prefix: str = DEFAULT_PREFIX) -> dict[str, Route]:
+    """The consumer's routes, by queue name (as the topology names queues and topics)."""
+    routes = {}
+    for declaration in manifest.mirrors:
+        info = declaration.contract
+        queue, dlq = resolved_queue_names(
+            manifest.service, info.entity, info.version, prefix, declaration.fifo
+        )
+        topic = resolved_topic_name(info.entity, info.version, prefix, declaration.fifo)
+        routes[queue] = Route(declaration, queue, dlq, topic)
+    return routes
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one record."""
+
+    message_id: str
+    status: Status
+    reason: str = ""
+    entity: str | None = None
+    subject: str | None = None
+    event_id: str | None = None
+    lag_ms: float | None = None
+    """Apply time minus the event's time, for records that reached the mirror."""
+
+    @property
+    def done(self) -> bool:
+        """Whether SQS may delete the record (it applied, was stale, or was dead-lettered)."""
+        return self.status in DONE
+
+
+@dataclass
+class _Item:
+    delivery: Delivery
+    route: Route
+    event: ChangeEvent
+
+
+@dataclass
+class _Poison:
+    delivery: Delivery
+    route: Route
+    reason: str
+    event: ChangeEvent | None = None
+    event_id: str | None = None
+
+
+@dataclass
+class _Batch:
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    poison: list[_Poison] = field(default_factory=list)
+    transient: list[tuple[Delivery, Route | None, str, ChangeEvent | None]] = field(
+        default_factory=list
+    )
+    database_down: bool = False
+
+
+class Consumer:
+    """Applies batches of SQS records to the mirrors of one consumer service."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        *,
+        connect: Callable[[], Any],
+        dialect: str,
+        statements: Mapping[str, MirrorStatements],
+        dead_letters: DeadLetters,
+        prefix: str = DEFAULT_PREFIX,
+        s3_client: Callable[[], Any] | None = None,
+        bulk: bool = True,
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> None:
+        self.manifest = manifest
+        self.routes = routes_for(manifest, prefix)
+        self.dialect = dialect
+        self.statements = dict(statements)
+        missing = [r.declaration.table for r in self.routes.values() if r.entity not in statements]
+        if missing:
+            raise ValueError(f"no statements for mirror table(s) {', '.join(missing)}")
+        self._connect = connect
+        self._connection: Any = None
+        self._dead_letters = dead_letters
+        self._s3_client = s3_client
+        self._bulk = bulk
+        self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+
+    # -- the connection, opened on first use and kept while warm ------------------------
+
+    @property
+    def connection(self) -> Any:
+        """The database connection, opened on first use."""
+        if self._connection is None:
+            self._connection = self._connect()
+        return self._connection
+
+    def reset_connection(self) -> None:
+        """Drop the connection (after it broke); the next use opens a new one."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):  # it is already broken
+                connection.close()
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.reset_connection()
+
+    # -- one batch -----------------------------------------------------------------------
+
+    def process(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        """Apply ``deliveries``; one outcome per delivery, in order."""
+        batch = _Batch()
+        groups: dict[str, list[_Item]] = {}
+        held: dict[tuple[str, str | None], str] = {}
+        for delivery in deliveries:
+            route = self.routes.get(delivery.queue_name)
+            if route is None:
+                known = ", ".join(sorted(self.routes)) or "none"
+                batch.transient.append(
+                    (
+                        delivery,
+                        None,
+                        f"queue {delivery.queue_name} is not one of service "
+                        f"{self.manifest.service}'s queues ({known}): check the event source "
+                        "mapping and REPLICATION_PREFIX",
+                        None,
+                    )
+                )
+                continue
+            group = (route.queue, delivery.group_id) if route.declaration.fifo else None
+            if group is not None and group in held:
+                # FIFO: a later record of a message group waits for the earlier one.
+                batch.transient.append((delivery, route, held[group], None))
+                continue
+            failed_before = len(batch.transient)
+            item = self._prepare(delivery, route, batch)
+            if item is not None:
+                groups.setdefault(route.queue, []).append(item)
+            elif group is not None and len(batch.transient) > failed_before:
+                held[group] = (
+                    f"held: an earlier record of message group {delivery.group_id} "
+                    f"({delivery.message_id}) failed and will be retried first"
+                )
+        for queue, items in groups.items():
+            self._apply_group(self.routes[queue], items, batch)
+        self._dead_letter(batch)
+        self._record_failures(batch)
+        return [batch.outcomes[d.message_id] for d in deliveries]
+
+    def _prepare(self, delivery: Delivery, route: Route, batch: _Batch) -> _Item | None:
+        """The record's event, or None after recording it as poison or transient."""
+        try:
+            envelope = unwrap_body(delivery.body)
+            if envelope.topic_arn is not None:
+                topic = envelope.topic_arn.rsplit(":", 1)[-1]
+                if topic != route.topic:
+                    raise InvalidEventError(
+                        f"spoofed or misrouted: published on topic {topic!r}, but "
+                        f"{route.entity} v{route.declaration.contract.version} is published by "
+                        f"{route.declaration.contract.owner} on {route.topic!r}"
+                    )
+            message = envelope.message
+            pointer = parse_pointer(message)
+            if pointer is not None:
+                message = self._fetch(pointer)
+            event = decode_event(message)
+        except InvalidEventError as exc:
+            batch.poison.append(_Poison(delivery, route, str(exc), event_id=exc.event_id))
+            return None
+        except _FetchError as exc:
+            batch.transient.append((delivery, route, str(exc), None))
+            return None
+        info = route.declaration.contract
+        if (event.entity, event.contract.version) != (info.entity, info.version):
+            reason = (
+                f"event {event.id}: a {event.contract.label} event arrived on the queue of "
+                f"{info.label} ({route.queue}); spoofed or misrouted"
+            )
+            batch.poison.append(_Poison(delivery, route, reason, event=event))
+            return None
+        return _Item(delivery, route, event)
+
+    def _fetch(self, pointer: tuple[str, str]) -> str:
+        bucket, key = pointer
+        if self._s3_client is None:
+            raise InvalidEventError(
+                f"payload offloaded to s3://{bucket}/{key}, but this consumer has no S3 access "
+                "configured"
+            )
+        try:
+            response = self._s3_client().get_object(Bucket=bucket, Key=key)
+            data: bytes = response["Body"].read()
+        except Exception as exc:
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            if code in ("NoSuchKey", "NoSuchBucket", "404"):
+                raise InvalidEventError(
+                    f"offloaded payload s3://{bucket}/{key} does not exist ({code})"
+                ) from None
+            raise _FetchError(f"cannot read offloaded payload s3://{bucket}/{key}: {exc}") from exc
+        try:
+            return data.decode()
+        except UnicodeDecodeError:
+            raise InvalidEventError(
+                f"offloaded payload s3://{bucket}/{key} is not UTF-8 text"
+            ) from None
+
+    # -- applying, with isolation of the culprit -----------------------------------------
+
+    def _apply_group(self, route: Route, items: list[_Item], batch: _Batch) -> None:
+        verdict = self._try_apply(route, items, batch)
+        if verdict is None:
+            return
+        if verdict.kind == CONNECTION:
+            # A fresh connection usually succeeds: the backend was restarted or killed.
+            self.reset_connection()
+            verdict = self._try_apply(route, items, batch)
+            if verdict is None:
+                return
+            if verdict.kind == CONNECTION:
+                self.reset_connection()
+                batch.database_down = True
+        if verdict.kind != DATA:
+            for item in items:
+                batch.transient.append((item.delivery, route, verdict.reason, item.event))
+            return
+        if len(items) == 1:
+            item = items[0]
+            batch.poison.append(_Poison(item.delivery, route, verdict.reason, event=item.event))
+            return
+        middle = len(items) // 2
+        self._apply_group(route, items[:middle], batch)
+        self._apply_group(route, items[middle:], batch)
+
+    def _try_apply(self, route: Route, items: list[_Item], batch: _Batch) -> Verdict | None:
+        """Apply ``items`` in one transaction; None on success, else the verdict on the error."""
+        events = [item.event for item in items]
+        try:
+            connection = self.connection
+            result = apply_changes(
+                connection, self.statements[route.entity], events, bulk=self._bulk
+            )
+            connection.commit()
+        except Exception as exc:
+            verdict = classify(exc)
+            if self._connection is not None and verdict.kind != CONNECTION:
+                try:
+                    self._connection.rollback()
+                except Exception:
+                    self.reset_connection()
+            return verdict
+        now = self._clock()
+        kept = {id(e) for e in reduce_batch(events)}
+        for item in items:
+            event = item.event
+            lag = (now - event.time).total_seconds() * 1000
+            status: Status
+            if id(event) not in kept:
+                status = "collapsed"
+            elif str(event.id) in result.written:
+                status = "deleted" if event.data is None else "applied"
+            else:
+                status = "stale"
+            batch.outcomes[item.delivery.message_id] = Outcome(
+                item.delivery.message_id,
+                status,
+                entity=event.entity,
+                subject=event.subject,
+                event_id=str(event.id),
+                lag_ms=lag,
+            )
+        return None
+
+    # -- poison and transient failures ---------------------------------------------------
+
+    def _dead_letter(self, batch: _Batch) -> None:
+        if not batch.poison:
+            return
+        sent = self._dead_letters.send([(p.delivery, p.route, p.reason) for p in batch.poison])
+        for poison in batch.poison:
+            event = poison.event
+            event_id = str(event.id) if event is not None else poison.event_id
+            subject = event.subject if event is not None else None
+            message_id = poison.delivery.message_id
+            problem = sent.get(message_id)
+            if problem is None:
+                batch.outcomes[message_id] = Outcome(
+                    message_id,
+                    "dead-lettered",
+                    poison.reason,
+                    entity=poison.route.entity,
+                    subject=subject,
+                    event_id=event_id,
+                )
+            else:
+                # Not in the DLQ: keep it in the queue; SQS retries and redrives it.
+                batch.outcomes[message_id] = Outcome(
+                    message_id,
+                    "retry",
+                    f"{poison.reason} (and sending it to the DLQ failed: {problem})",
+                    entity=poison.route.entity,
+                    subject=subject,
+                    event_id=event_id,
+                )
+
+    def _record_failures(self, batch: _Batch) -> None:
+        for delivery, route, reason, event in batch.transient:
+            batch.outcomes[delivery.message_id] = Outcome(
+                delivery.message_id,
+                "retry",
+                reason,
+                entity=route.entity if route else None,
+                subject=event.subject if event is not None else None,
+                event_id=str(event.id) if event is not None else None,
+            )
+        by_id = {d.message_id: d for d, *_ in batch.transient} | {
+            p.delivery.message_id: p.delivery for p in batch.poison
+        }
+        failures = [
+            Failure(
+                queue=by_id[o.message_id].queue_name,
+                message_id=o.message_id,
+                kind="permanent" if o.status == "dead-lettered" else "transient",
+                reason=o.reason,
+                receive_count=by_id[o.message_id].receive_count,
+                dead_lettered=o.status == "dead-lettered",
+                entity=o.entity,
+                subject=o.subject,
+                event_id=o.event_id,
+            )
+            for o in batch.outcomes.values()
+            if o.message_id in by_id
+        ]
+        if not failures or batch.database_down:
+            return
+        try:
+            record_failures(self.connection, self.dialect, failures, now=self._clock())
+            self.connection.commit()
+        except Exception:
+            # The DLQ message carries the reason too; a database that is down must not
+            # turn a dead-lettered record into a retried one.
+            if self._connection is not None:
+                try:
+                    self._connection.rollback()
+                except Exception:
+                    self.reset_connection()
+
+
+class _FetchError(Exception):
+    """An offloaded payload could not be read for now."""

@@ -1,0 +1,176 @@
+"""The consumer's database connection: a plain DB-API connection, opened on first use.
+
+Where the credentials come from, in order:
+
+1. ``REPLICATION_DATABASE_SECRET_ARN``: a Secrets Manager secret in the RDS
+   format (``engine``, ``host``, ``port``, ``username``, ``password``,
+   ``dbname``), read once per cold start;
+2. the URL in the environment variable the manifest names (``database.url_env``).
+
+With ``REPLICATION_DATABASE_IAM_AUTH=1`` the password is an RDS IAM
+authentication token generated for each new connection (TLS required). RDS
+Proxy is a plain endpoint to this module: give its host name. No SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ConnectionSpec", "connect", "spec_from_secret", "spec_from_url"]
+
+import json
+import os
+import sqlite3
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from replication.errors import ConfigurationError
+
+_SCHEMES = {
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "postgresql+psycopg2": "postgresql",
+    "mysql": "mysql",
+    "mysql+pymysql": "mysql",
+    "mariadb": "mysql",
+    "mariadb+pymysql": "mysql",
+    "sqlite": "sqlite",
+    "sqlite+pysqlite": "sqlite",
+}
+
+
+@dataclass(frozen=True)
+class ConnectionSpec:
+    """Where and as whom to connect."""
+
+    dialect: str
+    host: str = ""
+    port: int | None = None
+    user: str = ""
+    password: str = ""
+    database: str = ""
+    options: tuple[tuple[str, str], ...] = ()
+    iam_auth: bool = False
+    region: str | None = None
+
+    def __repr__(self) -> str:
+        # Never show the password.
+        where = self.database if self.dialect == "sqlite" else f"{self.host}:{self.port}"
+        return f"ConnectionSpec({self.dialect} {self.user}@{where}/{self.database})"
+
+
+def spec_from_url(url: str) -> ConnectionSpec:
+    """A spec from a SQLAlchemy-style URL (``postgresql://``, ``mysql+pymysql://``, ``sqlite:///``)."""
+    scheme, sep, _ = url.partition("://")
+    dialect = _SCHEMES.get(scheme.lower())
+    if not sep or dialect is None:
+        raise ConfigurationError(
+            f"unsupported database URL scheme {scheme!r}; use postgresql://, mysql:// or sqlite:///"
+        )
+    if dialect == "sqlite":
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        return ConnectionSpec("sqlite", database=path.split("?", 1)[0] or ":memory:")
+    parts = urlsplit(url)
+    return ConnectionSpec(
+        dialect,
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port,
+        user=unquote(parts.username or ""),
+        password=unquote(parts.password or ""),
+        database=parts.path.lstrip("/"),
+        options=tuple(parse_qsl(parts.query)),
+    )
+
+
+def spec_from_secret(secret: str) -> ConnectionSpec:
+    """A spec from a Secrets Manager secret string in the RDS format."""
+    try:
+        document = json.loads(secret)
+        engine = str(document.get("engine", "postgres")).lower()
+        dialect = "mysql" if engine in ("mysql", "mariadb", "aurora-mysql") else "postgresql"
+        return ConnectionSpec(
+            dialect,
+            host=str(document["host"]),
+            port=int(document["port"]) if document.get("port") else None,
+            user=str(document["username"]),
+            password=str(document.get("password", "")),
+            database=str(document.get("dbname") or document.get("database") or ""),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigurationError(
+            "the database secret must be a JSON object with host, port, username, password "
+            f"and dbname (the RDS format); {type(exc).__name__}: {exc}"
+        ) from None
+
+
+def spec_from_environment(url_env: str) -> ConnectionSpec:
+    """The spec the environment configures: a secret's ARN or the manifest's URL variable."""
+    arn = os.environ.get("REPLICATION_DATABASE_SECRET_ARN")
+    if arn:
+        import boto3  # only on this path, and only once per cold start
+
+        secret = boto3.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
+        spec = spec_from_secret(secret)
+    else:
+        url = os.environ.get(url_env)
+        if not url:
+            raise ConfigurationError(
+                f"no database configured: set REPLICATION_DATABASE_SECRET_ARN or {url_env}"
+            )
+        spec = spec_from_url(url)
+    if os.environ.get("REPLICATION_DATABASE_IAM_AUTH", "").lower() in ("1", "true", "yes"):
+        spec = replace(spec, iam_auth=True, region=os.environ.get("AWS_REGION"))
+    return spec
+
+
+def _iam_token(spec: ConnectionSpec) -> str:
+    import boto3
+
+    client = boto3.client("rds", region_name=spec.region)
+    token: str = client.generate_db_auth_token(
+        DBHostname=spec.host, Port=spec.port or _default_port(spec), DBUsername=spec.user
+    )
+    return token
+
+
+def _default_port(spec: ConnectionSpec) -> int:
+    return 5432 if spec.dialect == "postgresql" else 3306
+
+
+def connect(spec: ConnectionSpec, *, connect_timeout: int = 5) -> Any:
+    """A new DB-API connection, not in autocommit mode."""
+    password = _iam_token(spec) if spec.iam_auth else spec.password
+    options = dict(spec.options)
+    if spec.dialect == "postgresql":
+        import psycopg2
+
+        if spec.iam_auth:
+            options.setdefault("sslmode", "require")
+        options.setdefault("connect_timeout", str(connect_timeout))
+        options.setdefault("application_name", "replication-consumer")
+        return psycopg2.connect(
+            host=spec.host,
+            port=spec.port or 5432,
+            user=spec.user or None,
+            password=password or None,
+            dbname=spec.database or None,
+            **options,
+        )
+    if spec.dialect == "mysql":
+        import pymysql
+
+        ssl: dict[str, Any] | None = {"ssl": {}} if spec.iam_auth else None
+        return pymysql.connect(
+            host=spec.host,
+            port=spec.port or 3306,
+            user=spec.user,
+            password=password,
+            database=spec.database or None,
+            charset="utf8mb4",
+            connect_timeout=connect_timeout,
+            autocommit=False,
+            **(ssl or {}),
+        )
+    connection = sqlite3.connect(spec.database, timeout=30)
+    # Python's default isolation level opens a transaction before each write.
+    connection.execute("PRAGMA journal_mode=WAL")
+    return connection

@@ -1,0 +1,101 @@
+"""SQS records as Lambda delivers them, unwrapped to the change event they carry.
+
+A record's body is either the change event itself (raw message delivery, or a
+backfill sent straight to the queue) or an SNS notification envelope whose
+``Message`` is the event. Either may be an S3 pointer (claim check) instead of
+the event. Pure: no AWS call, no database.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Delivery", "Envelope", "parse_delivery", "unwrap_body"]
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from replication.errors import InvalidEventError
+
+_ENVELOPE_REQUIRED = ("Type", "MessageId", "TopicArn", "Message", "Timestamp")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One SQS record: where it came from and how often it was received."""
+
+    message_id: str
+    receipt_handle: str
+    body: str
+    queue_arn: str
+    receive_count: int
+    group_id: str | None
+    attributes: dict[str, Any]
+    """The record's message attributes, in Lambda's shape (``stringValue``, ``dataType``)."""
+
+    @property
+    def queue_name(self) -> str:
+        """The name of the queue the record was received from."""
+        return self.queue_arn.rsplit(":", 1)[-1]
+
+    @property
+    def account(self) -> str:
+        """The account that owns the queue."""
+        parts = self.queue_arn.split(":")
+        return parts[4] if len(parts) == 6 else ""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What a body carries: the message and, through SNS, the topic it was published on."""
+
+    message: str
+    topic_arn: str | None
+
+
+def parse_delivery(record: Any) -> Delivery:
+    """A Lambda SQS record as a :class:`Delivery`; ValueError if it is not one."""
+    if not isinstance(record, dict):
+        raise ValueError(f"an SQS record must be a JSON object, got {type(record).__name__}")
+    message_id = record.get("messageId")
+    body = record.get("body")
+    source = record.get("eventSourceARN")
+    if not isinstance(message_id, str) or not message_id:
+        raise ValueError("SQS record without a messageId")
+    if not isinstance(body, str):
+        raise ValueError(f"SQS record {message_id} has no body")
+    if not isinstance(source, str) or not source.startswith("arn:"):
+        raise ValueError(f"SQS record {message_id} has no eventSourceARN")
+    attributes = record.get("attributes") or {}
+    try:
+        receive_count = int(attributes.get("ApproximateReceiveCount", "1"))
+    except (TypeError, ValueError):
+        receive_count = 1
+    return Delivery(
+        message_id=message_id,
+        receipt_handle=str(record.get("receiptHandle", "")),
+        body=body,
+        queue_arn=source,
+        receive_count=receive_count,
+        group_id=attributes.get("MessageGroupId"),
+        attributes=dict(record.get("messageAttributes") or {}),
+    )
+
+
+def unwrap_body(body: str) -> Envelope:
+    """The message a record body carries; InvalidEventError for a broken SNS envelope."""
+    if not body.lstrip().startswith("{") or '"TopicArn"' not in body:
+        return Envelope(body, None)
+    try:
+        document = json.loads(body)
+    except ValueError:
+        # Not JSON at all: the event decoder names the problem precisely.
+        return Envelope(body, None)
+    if not isinstance(document, dict) or document.get("Type") != "Notification":
+        return Envelope(body, None)
+    missing = [name for name in _ENVELOPE_REQUIRED if name not in document]
+    if missing:
+        raise InvalidEventError(f"SNS envelope without {', '.join(missing)}")
+    message, topic = document["Message"], document["TopicArn"]
+    if not isinstance(message, str) or not isinstance(topic, str):
+        raise InvalidEventError("SNS envelope whose Message or TopicArn is not a string")
+    return Envelope(message, topic)

@@ -1,0 +1,158 @@
+"""Building a consumer from its manifest: settings, connection, statements, AWS clients.
+
+Everything heavy is deferred: boto3 is imported when the first poison record
+must be dead-lettered or the first offloaded payload fetched, and SQLAlchemy
+only when no pre-rendered statements file is found (``replication mirrors
+statements`` writes one at build time, so a Lambda never imports it).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConsumerSettings",
+    "LazyClients",
+    "build_consumer",
+    "dump_statements",
+    "load_statements",
+]
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from replication.consumer.core import Consumer
+from replication.consumer.database import ConnectionSpec, connect, spec_from_environment
+from replication.consumer.dead_letters import SqsDeadLetters
+from replication.errors import ConfigurationError
+from replication.manifest import Manifest
+from replication.mirror.statements import MirrorStatements
+from replication.topology.naming import DEFAULT_PREFIX
+
+STATEMENTS_FILE = "mirror-statements.{dialect}.json"
+_TRUE = ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class ConsumerSettings:
+    """How a consumer runs, beyond what its manifest says."""
+
+    prefix: str = DEFAULT_PREFIX
+    statements: Path | None = None
+    """Pre-rendered statements; default: ``mirror-statements.<dialect>.json`` by the manifest."""
+    bulk: bool = True
+    """PostgreSQL COPY for large batches; turn off behind RDS Proxy (temporary tables pin)."""
+    log_level: str = "INFO"
+    metrics: bool = True
+
+    @classmethod
+    def from_environment(cls) -> ConsumerSettings:
+        """From ``REPLICATION_PREFIX``, ``_STATEMENTS``, ``_APPLY_BULK``, ``_LOG_LEVEL``."""
+        statements = os.environ.get("REPLICATION_STATEMENTS")
+        return cls(
+            prefix=os.environ.get("REPLICATION_PREFIX", DEFAULT_PREFIX),
+            statements=Path(statements) if statements else None,
+            bulk=os.environ.get("REPLICATION_APPLY_BULK", "true").lower() in _TRUE,
+            log_level=os.environ.get("REPLICATION_LOG_LEVEL")
+            or os.environ.get("POWERTOOLS_LOG_LEVEL")
+            or "INFO",
+        )
+
+
+class LazyClients:
+    """boto3 clients created on first use, from the standard AWS configuration."""
+
+    def __init__(self, session: Any = None) -> None:
+        self._session = session
+        self._clients: dict[str, Any] = {}
+
+    def client(self, service: str) -> Any:
+        """The client of ``service``, created once."""
+        if service not in self._clients:
+            if self._session is None:
+                import boto3
+
+                self._session = boto3.session.Session()
+            self._clients[service] = self._session.client(service)
+        return self._clients[service]
+
+    def sqs(self) -> Any:
+        """The SQS client."""
+        return self.client("sqs")
+
+    def s3(self) -> Any:
+        """The S3 client."""
+        return self.client("s3")
+
+
+def dump_statements(manifest: Manifest, dialect: str) -> str:
+    """The JSON statements file of ``manifest``'s mirrors on ``dialect`` (imports SQLAlchemy)."""
+    from replication.mirror.render import statements_for
+
+    rendered = [asdict(statements_for(d, dialect)) for d in manifest.mirrors]
+    return json.dumps({"service": manifest.service, "mirrors": rendered}, indent=1) + "\n"
+
+
+def load_statements(
+    manifest: Manifest, dialect: str, path: Path | None = None
+) -> dict[str, MirrorStatements]:
+    """The statements of each mirror by entity: from a file if there is one, else rendered."""
+    candidate = path or manifest.path.parent / STATEMENTS_FILE.format(dialect=dialect)
+    if path is not None and not path.exists():
+        raise ConfigurationError(f"statements file {path} does not exist")
+    if candidate.exists():
+        document = json.loads(candidate.read_text())
+        loaded = [MirrorStatements.from_json(json.dumps(s)) for s in document["mirrors"]]
+    else:
+        from replication.mirror.render import statements_for
+
+        loaded = [statements_for(d, dialect) for d in manifest.mirrors]
+    by_entity = {s.entity: s for s in loaded}
+    for declaration in manifest.mirrors:
+        info = declaration.contract
+        found = by_entity.get(info.entity)
+        problem = None
+        if found is None:
+            problem = "has no statements for it"
+        elif found.dialect != dialect:
+            problem = f"was rendered for {found.dialect}, the database is {dialect}"
+        elif (found.table, found.contract_version) != (declaration.table, info.version):
+            problem = f"was rendered for table {found.table} v{found.contract_version}"
+        elif (
+            set(found.columns[: len(declaration.fields)]) != set(declaration.fields)
+            or len(found.columns) != len(declaration.fields) + 5
+        ):
+            problem = "was rendered for other fields"
+        if problem:
+            raise ConfigurationError(
+                f"{candidate}: mirror {declaration.table} ({info.label}) {problem}; "
+                f"render it again with 'replication mirrors statements --service "
+                f"{manifest.service} --dialect {dialect}'"
+            )
+    return by_entity
+
+
+def build_consumer(
+    manifest: Manifest,
+    settings: ConsumerSettings,
+    *,
+    spec: ConnectionSpec | None = None,
+    clients: LazyClients | None = None,
+) -> Consumer:
+    """A consumer of ``manifest``'s mirrors, connecting on first use."""
+    if not manifest.mirrors:
+        raise ConfigurationError(f"service {manifest.service} mirrors no entity: nothing to apply")
+    spec = spec or spec_from_environment(manifest.database_url_env)
+    clients = clients or LazyClients()
+    resolved = spec
+    return Consumer(
+        manifest,
+        connect=lambda: connect(resolved),
+        dialect=spec.dialect,
+        statements=load_statements(manifest, spec.dialect, settings.statements),
+        dead_letters=SqsDeadLetters(clients.sqs),
+        prefix=settings.prefix,
+        s3_client=clients.s3,
+        bulk=settings.bulk,
+    )
