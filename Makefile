@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 SCAN_VENV ?= .venv-scan
 SCAN_STAMP := $(SCAN_VENV)/.installed
 
-.PHONY: test lint typecheck unit install clean
+.PHONY: demo test lint typecheck unit install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ $(SCAN_STAMP): requirements-scan.txt
 	touch $(SCAN_STAMP)
 
 install: $(STAMP) $(SCAN_STAMP)
+
+## demo: the whole flow on this machine (in-process AWS emulator, SQLite); nothing else to install
+demo: $(STAMP)
+	$(BIN)/replication demo
 
 ## test: lint, type-check and run the whole test suite (needs PostgreSQL and MariaDB)
 test: lint typecheck unit

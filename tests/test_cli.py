@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from replication.cli import EXIT_INVALID, EXIT_OK, EXIT_USAGE, main
-from replication.mirror.statements import MirrorStatements
+from replication.consumer.wiring import load_statements
+from replication.manifest import load_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,11 +88,12 @@ def test_ddl_renders_each_dialect(capsys: pytest.CaptureFixture[str]) -> None:
 def test_render_writes_statements_that_load_back(tmp_path: Path) -> None:
     args = ["mirrors", "render", str(ROOT / "examples"), "--dialect", "mysql", "--out"]
     assert main([*args, str(tmp_path)]) == EXIT_OK
-    files = sorted(p.name for p in tmp_path.iterdir())
-    assert files == ["orders.customer_mirror.mysql.json", "orders.product_mirror.mysql.json"]
-    loaded = MirrorStatements.from_json((tmp_path / files[1]).read_text())
-    assert loaded.entity == "catalog.product"
-    assert "ON DUPLICATE KEY UPDATE" in loaded.upsert_suffix
+    files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.json"))
+    assert files == ["orders/mirror-statements.mysql.json"]
+    manifest = load_manifest(ROOT / "examples" / "orders" / "replication.yaml")
+    loaded = load_statements(manifest, "mysql", tmp_path / files[0])
+    assert sorted(loaded) == ["catalog.product", "crm.customer"]
+    assert "ON DUPLICATE KEY UPDATE" in loaded["catalog.product"].upsert_suffix
 
 
 def _readme_commands() -> list[str]:

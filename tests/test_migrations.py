@@ -64,7 +64,10 @@ def test_generate_upgrade_check_and_downgrade_an_owner_and_a_consumer(
     if database.dialect.name == "postgresql":
         with database.connect() as conn:
             triggers = conn.execute(
-                sa.text("SELECT tgname FROM pg_trigger WHERE tgname = 'replication_outbox_notify'")
+                sa.text(
+                    "SELECT tgname FROM pg_trigger WHERE tgname = 'replication_outbox_notify' "
+                    "AND tgrelid = 'public.replication_outbox'::regclass"
+                )
             ).all()
         assert len(triggers) == 1
 

@@ -75,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render = mirrors_cmds.add_parser(
         "render",
-        help="render the apply statements to JSON files, to ship with a function",
+        help="render the apply statements of each consumer to <out>/<service>/"
+        "mirror-statements.<dialect>.json, to ship beside its manifest in a function package "
+        "(the apply handler then never imports SQLAlchemy)",
         epilog="Example: replication mirrors render examples/ --dialect postgresql --out build/",
     )
     for sub in (ddl, render):
@@ -200,6 +202,64 @@ def build_parser() -> argparse.ArgumentParser:
     relay.add_argument("--payload-bucket", help="S3 bucket for events over 256 KiB")
     relay.add_argument("--batch-size", type=int, help="rows claimed per transaction (200)")
     relay.set_defaults(func=commands.cmd_relay)
+
+    consume = groups.add_parser(
+        "consume",
+        help="apply a consumer's queues to its mirrors until stopped (SIGTERM/SIGINT)",
+        description="Long-poll the SQS queues of a consumer service and drive the apply "
+        "handler with Lambda-shaped events, as the SQS event source mapping does: batch "
+        "size, batching window, partial batch failures, visibility timeout, receive counts. "
+        "For local work and for consumers running on ECS/EC2. The database URL comes from "
+        "the environment variable the manifest names; AWS from the standard configuration.",
+        epilog="Example: ORDERS_DATABASE_URL=postgresql://... replication consume --service orders",
+    )
+    consume.add_argument("--service", required=True, help="the consumer service")
+    _manifests_option(consume)
+    _prefix_option(consume)
+    consume.add_argument("--batch-size", type=int, default=10, help="records per batch (10)")
+    consume.add_argument(
+        "--batching-window",
+        type=float,
+        default=0.0,
+        help="seconds to wait for a batch to fill, 0-300 (0)",
+    )
+    consume.add_argument(
+        "--visibility-timeout",
+        type=int,
+        help="seconds a received batch stays invisible (default: the queue's setting)",
+    )
+    consume.add_argument("--wait", type=int, default=10, help="long-poll seconds, 0-20 (10)")
+    consume.add_argument(
+        "--drain", action="store_true", help="stop when every queue is empty, instead of running"
+    )
+    consume.add_argument("--statements", help="pre-rendered statements file (mirrors render)")
+    consume.add_argument(
+        "--log-level", help="per-record logs: INFO (every record), WARNING (failures only)"
+    )
+    consume.add_argument(
+        "--metrics",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="print CloudWatch EMF metrics to stdout (default off outside Lambda)",
+    )
+    consume.set_defaults(func=commands.cmd_consume)
+
+    demo = groups.add_parser(
+        "demo",
+        help="run the whole flow on this machine: owners, relay, SNS/SQS, mirrors, DLQ",
+        description="Provision the example topology on an in-process AWS emulator, run the "
+        "owners (crm, catalog), relay, consume into orders' mirrors, check the mirrors "
+        "against the owners, join orders with its mirrors in one SQL query, and dead-letter "
+        "a poison message. SQLite files in a temporary folder unless a PostgreSQL URL is given.",
+        epilog="Example: replication demo --database-url postgresql://postgres@127.0.0.1/test",
+    )
+    demo.add_argument(
+        "--database-url",
+        default=os.environ.get("REPLICATION_DEMO_DATABASE_URL"),
+        help="run on PostgreSQL (one schema per service) instead of SQLite "
+        "(default $REPLICATION_DEMO_DATABASE_URL)",
+    )
+    demo.set_defaults(func=commands.cmd_demo)
     render.add_argument("--out", default="build/statements", help="output folder")
     render.set_defaults(func=commands.cmd_mirrors_render)
     return parser

@@ -89,18 +89,22 @@ def cmd_mirrors_ddl(args: argparse.Namespace) -> int:
 
 
 def cmd_mirrors_render(args: argparse.Namespace) -> int:
-    from replication.mirror.render import statements_for
+    from replication.consumer.wiring import STATEMENTS_FILE, dump_statements
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     count = 0
     for manifest in selected(find_manifests(args.paths), args.service):
-        for declaration in manifest.mirrors:
-            statements = statements_for(declaration, args.dialect)
-            target = out / f"{manifest.service}.{declaration.table}.{statements.dialect}.json"
-            target.write_text(statements.to_json(), encoding="utf-8")
-            print(f"wrote {target}")
-            count += 1
+        if not manifest.mirrors:
+            continue
+        # <out>/<service>/ beside the service's replication.yaml in a function's package,
+        # where the apply handler looks for it.
+        folder = out / manifest.service
+        folder.mkdir(parents=True, exist_ok=True)
+        dialect = "mysql" if args.dialect == "mariadb" else args.dialect
+        target = folder / STATEMENTS_FILE.format(dialect=dialect)
+        target.write_text(dump_statements(manifest, dialect), encoding="utf-8")
+        print(f"wrote {target} ({len(manifest.mirrors)} mirror(s))")
+        count += 1
     print(f"{count} statement file(s) rendered")
     return EXIT_OK
 
@@ -122,6 +126,44 @@ def cmd_relay(args: argparse.Namespace) -> int:
         return EXIT_OK
     run_forever(relay, poll_interval=args.poll_interval, out=sys.stdout)
     return EXIT_OK
+
+
+def cmd_consume(args: argparse.Namespace) -> int:
+    from replication.consumer.runner import RunnerSettings
+    from replication.consumer.wiring import ConsumerSettings, build_runner
+
+    [manifest] = selected(find_manifests(args.manifests), args.service)
+    defaults = ConsumerSettings.from_environment()
+    settings = ConsumerSettings(
+        prefix=args.prefix or defaults.prefix,
+        statements=Path(args.statements) if args.statements else defaults.statements,
+        bulk=defaults.bulk,
+        log_level=args.log_level or defaults.log_level,
+        metrics=args.metrics,
+    )
+    try:
+        runner_settings = RunnerSettings(
+            batch_size=args.batch_size,
+            batching_window=args.batching_window,
+            visibility_timeout=args.visibility_timeout,
+            wait_time=args.wait,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    runner = build_runner(manifest, settings, runner_settings, out=sys.stderr)
+    if args.drain:
+        stats = runner.drain()
+        print(stats.line(), file=sys.stderr)
+    else:
+        runner.run()
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from replication.demo import run_demo
+
+    return run_demo(database_url=args.database_url, out=sys.stdout)
 
 
 def topology_of(args: argparse.Namespace) -> Any:

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 __all__ = ["Delivery", "Envelope", "parse_delivery", "unwrap_body"]
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from replication.errors import InvalidEventError
+from replication.wire import StrictJSONError, loads_strict
 
 _ENVELOPE_REQUIRED = ("Type", "MessageId", "TopicArn", "Message", "Timestamp")
+_ENVELOPE_KEYS = ("Type", "TopicArn", "Message")
+"""Keys of an SNS envelope that no change event has: a body with one is an envelope."""
 
 
 @dataclass(frozen=True)
@@ -83,15 +85,26 @@ def parse_delivery(record: Any) -> Delivery:
 
 def unwrap_body(body: str) -> Envelope:
     """The message a record body carries; InvalidEventError for a broken SNS envelope."""
-    if not body.lstrip().startswith("{") or '"TopicArn"' not in body:
+    if not body.lstrip().startswith("{") or not any(f'"{k}"' in body for k in _ENVELOPE_KEYS):
         return Envelope(body, None)
     try:
-        document = json.loads(body)
-    except ValueError:
-        # Not JSON at all: the event decoder names the problem precisely.
+        # Strict, as the event decoder reads: an envelope repeating TopicArn or Message
+        # would be read differently by readers keeping the first or the last value.
+        document = loads_strict(body)
+    except StrictJSONError:
+        # Not JSON (that every reader reads alike): the event decoder names the problem.
         return Envelope(body, None)
-    if not isinstance(document, dict) or document.get("Type") != "Notification":
+    if (
+        not isinstance(document, dict)
+        or "specversion" in document
+        or not any(k in document for k in _ENVELOPE_KEYS)
+    ):
         return Envelope(body, None)
+    kind = document.get("Type", "Notification")
+    if kind != "Notification":
+        raise InvalidEventError(
+            f"an SNS message of Type {str(kind)[:40]!r}, not a Notification carrying a change event"
+        )
     missing = [name for name in _ENVELOPE_REQUIRED if name not in document]
     if missing:
         raise InvalidEventError(f"SNS envelope without {', '.join(missing)}")

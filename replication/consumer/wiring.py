@@ -9,9 +9,11 @@ statements`` writes one at build time, so a Lambda never imports it).
 from __future__ import annotations
 
 __all__ = [
+    "STATEMENTS_FILE",
     "ConsumerSettings",
     "LazyClients",
     "build_consumer",
+    "build_runner",
     "dump_statements",
     "load_statements",
 ]
@@ -20,7 +22,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from replication.consumer.core import Consumer
 from replication.consumer.database import ConnectionSpec, connect, spec_from_environment
@@ -29,6 +31,9 @@ from replication.errors import ConfigurationError
 from replication.manifest import Manifest
 from replication.mirror.statements import MirrorStatements
 from replication.topology.naming import DEFAULT_PREFIX
+
+if TYPE_CHECKING:
+    from replication.consumer.runner import EventSourceRunner, RunnerSettings
 
 STATEMENTS_FILE = "mirror-statements.{dialect}.json"
 _TRUE = ("1", "true", "yes", "on")
@@ -155,4 +160,33 @@ def build_consumer(
         prefix=settings.prefix,
         s3_client=clients.s3,
         bulk=settings.bulk,
+    )
+
+
+def build_runner(
+    manifest: Manifest,
+    settings: ConsumerSettings,
+    runner_settings: RunnerSettings | None = None,
+    *,
+    spec: ConnectionSpec | None = None,
+    clients: LazyClients | None = None,
+    out: TextIO | None = None,
+) -> EventSourceRunner:
+    """``replication consume``: the service's queues driving its apply handler."""
+    from replication.consumer.handler import ApplyFunction
+    from replication.consumer.observe import Observer
+    from replication.consumer.runner import EventSourceRunner
+
+    clients = clients or LazyClients()
+    consumer = build_consumer(manifest, settings, spec=spec, clients=clients)
+    function = ApplyFunction(
+        consumer, Observer(manifest.service, level=settings.log_level, metrics=settings.metrics)
+    )
+    return EventSourceRunner.for_queue_names(
+        function,
+        clients.sqs(),
+        list(consumer.routes),
+        runner_settings,
+        function_name=f"{manifest.service}-apply",
+        out=out,
     )

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from replication.dburl import sqlalchemy_url
 from replication.errors import ConfigurationError
 from replication.manifest import Manifest, load_manifest
 from replication.outbox.publisher import SnsPublisher
@@ -72,7 +73,7 @@ def build_relay(manifest: Manifest, settings: RelaySettings, *, url: str | None 
     payloads = None
     if settings.payload_bucket:
         payloads = PayloadStore(where.session.client("s3"), settings.payload_bucket)
-    engine = sa.create_engine(url or manifest.database_url(), pool_pre_ping=True)
+    engine = sa.create_engine(sqlalchemy_url(url or manifest.database_url()), pool_pre_ping=True)
     return Relay(
         engine,
         SnsPublisher(where.session.client("sns")),

@@ -1,0 +1,205 @@
+"""End to end on real PostgreSQL and a moto server: owners, relays, topology, the consumer.
+
+Each service gets its own PostgreSQL schema (``e2e_crm``, ``e2e_catalog``,
+``e2e_orders``), as each would have its own database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from examples.catalog import service as catalog
+from examples.crm import service as crm
+from replication.consumer.failures_table import failures_table
+from replication.dburl import sqlalchemy_url
+from replication.manifest import Manifest, load_manifests
+from replication.mirror.tables import mirror_table
+from replication.outbox.runner import RelaySettings, build_relay
+from replication.topology.aws import AwsTopology
+from replication.topology.model import build_topology
+from tests.aws import ACCOUNT, REGION, MotoServer
+from tests.databases import POSTGRES_URL
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICES = ("crm", "catalog", "orders")
+
+
+def service_url(service: str) -> str:
+    """The URL of ``service``'s schema on the test PostgreSQL server."""
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    return f"{POSTGRES_URL}{separator}options=-csearch_path%3De2e_{service}"
+
+
+@dataclass
+class World:
+    """Owners, the consumer's database and the topology on a moto server."""
+
+    moto: MotoServer
+    manifests: dict[str, Manifest]
+    engines: dict[str, sa.Engine]
+    rng: random.Random
+    customers: list[str]
+    skus: list[str]
+
+    def close(self) -> None:
+        for engine in self.engines.values():
+            engine.dispose()
+
+    # -- owners ----------------------------------------------------------------------
+
+    def create_customers(self, count: int) -> None:
+        with crm.sessions(self.engines["crm"]).begin() as session:
+            for _ in range(count):
+                key = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+                session.add(
+                    crm.CustomerRow(
+                        id=key,
+                        name=f"Customer {key[:8]}",
+                        email=f"{key[:8]}@example.com",
+                        tier="gold",
+                        credit_limit=Decimal("100.00"),
+                        created_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+                        tags=["b2b"],
+                        street="1 Main St",
+                        city="Lyon",
+                        postal_code="69001",
+                        country="FR",
+                    )
+                )
+                self.customers.append(key)
+
+    def change_customers(self, count: int) -> None:
+        with crm.sessions(self.engines["crm"]).begin() as session:
+            for key in self.rng.sample(self.customers, min(count, len(self.customers))):
+                row = session.get_one(crm.CustomerRow, key)
+                row.name = f"Customer {key[:8]} #{self.rng.randrange(10**6)}"
+                row.tier = self.rng.choice(["bronze", "silver", "gold", "platinum"])
+
+    def delete_customers(self, count: int) -> list[str]:
+        gone = self.rng.sample(self.customers, min(count, len(self.customers)))
+        with crm.sessions(self.engines["crm"]).begin() as session:
+            for key in gone:
+                session.delete(session.get_one(crm.CustomerRow, key))
+        self.customers = [k for k in self.customers if k not in gone]
+        return gone
+
+    def save_products(self, count: int) -> None:
+        with self.engines["catalog"].begin() as conn:
+            for _ in range(count):
+                sku = f"SKU-{self.rng.randrange(60):03d}"
+                price = Decimal(self.rng.randrange(100, 10_000)) / 100
+                catalog.save_product(conn, sku, f"Thing {sku}", price, active=True, stock=3)
+                if sku not in self.skus:
+                    self.skus.append(sku)
+
+    def delete_products(self, count: int) -> None:
+        with self.engines["catalog"].begin() as conn:
+            for sku in self.rng.sample(self.skus, min(count, len(self.skus))):
+                catalog.delete_product(conn, sku)
+                self.skus.remove(sku)
+
+    def relay(self) -> int:
+        """Publish both owners' outboxes; returns events published."""
+        published = 0
+        for name in ("crm", "catalog"):
+            relay = build_relay(self.manifests[name], RelaySettings(), url=service_url(name))
+            try:
+                published += relay.drain().published
+            finally:
+                relay.engine.dispose()
+        return published
+
+    # -- checks ------------------------------------------------------------------------
+
+    def rows(self, service: str, sql: str) -> list[tuple[Any, ...]]:
+        with self.engines[service].connect() as conn:
+            return [tuple(r) for r in conn.exec_driver_sql(sql)]
+
+    def differences(self) -> list[str]:
+        """How the mirrors differ from their owners (empty when equal)."""
+        problems = []
+        owner = {
+            str(r[0]): (r[1], r[2], r[3])
+            for r in self.rows("crm", "SELECT id, name, tier, version FROM crm_customers")
+        }
+        mirror = self.rows(
+            "orders", "SELECT id, name, tier, _version, _deleted FROM customer_mirror"
+        )
+        live = {str(r[0]): (r[1], r[2], r[3]) for r in mirror if not r[4]}
+        if live != owner:
+            missing = sorted(set(owner) - set(live))[:5]
+            extra = sorted(set(live) - set(owner))[:5]
+            changed = sorted(k for k in set(owner) & set(live) if owner[k] != live[k])[:5]
+            problems.append(f"customers: missing {missing}, extra {extra}, changed {changed}")
+        owner_products = {
+            r[0]: (r[1], Decimal(r[2]), r[3])
+            for r in self.rows("catalog", "SELECT sku, title, price, version FROM catalog_products")
+        }
+        mirror = self.rows(
+            "orders", "SELECT sku, title, price, _version, _deleted FROM product_mirror"
+        )
+        live_products = {r[0]: (r[1], Decimal(r[2]), r[3]) for r in mirror if not r[4]}
+        if live_products != owner_products:
+            problems.append("products differ")
+        return problems
+
+    def queue_depths(self) -> dict[str, int]:
+        """Visible plus in-flight messages per queue of orders (DLQs included)."""
+        sqs = self.moto.client("sqs")
+        depths = {}
+        for url in sqs.list_queues(QueueNamePrefix="dev-orders").get("QueueUrls", []):
+            attributes = sqs.get_queue_attributes(
+                QueueUrl=url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                ],
+            )["Attributes"]
+            depths[url.rsplit("/", 1)[-1]] = int(attributes["ApproximateNumberOfMessages"]) + int(
+                attributes["ApproximateNumberOfMessagesNotVisible"]
+            )
+        return depths
+
+
+def drop_schemas() -> None:
+    """Remove the services' schemas."""
+    admin = sa.create_engine(sqlalchemy_url(POSTGRES_URL), poolclass=sa.pool.NullPool)
+    with admin.begin() as conn:
+        for name in SERVICES:
+            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS e2e_{name} CASCADE")
+    admin.dispose()
+
+
+def build_world(moto: MotoServer, seed: int = 1) -> World:
+    """Fresh schemas, topology and owners' tables."""
+    moto.reset()
+    manifests = {m.service: m for m in load_manifests([ROOT / "examples"])}
+    AwsTopology(moto.client("sns"), moto.client("sqs"), region=REGION, account=ACCOUNT).apply(
+        build_topology(manifests.values())
+    )
+    admin = sa.create_engine(sqlalchemy_url(POSTGRES_URL), poolclass=sa.pool.NullPool)
+    with admin.begin() as conn:
+        for name in SERVICES:
+            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS e2e_{name} CASCADE")
+            conn.exec_driver_sql(f"CREATE SCHEMA e2e_{name}")
+    admin.dispose()
+    engines = {
+        name: sa.create_engine(sqlalchemy_url(service_url(name)), poolclass=sa.pool.NullPool)
+        for name in SERVICES
+    }
+    crm.create_schema(engines["crm"])
+    catalog.create_schema(engines["catalog"])
+    metadata = sa.MetaData()
+    for declaration in manifests["orders"].mirrors:
+        mirror_table(declaration, metadata)
+    failures_table(metadata)
+    metadata.create_all(engines["orders"])
+    return World(moto, manifests, engines, random.Random(seed), [], [])
