@@ -8,6 +8,7 @@ lost, no deleted row back.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -26,6 +27,8 @@ from tests.databases import POSTGRES_URL
 from tests.e2e_support import ROOT, World, build_world, drop_schemas, service_url
 
 pytestmark = pytest.mark.postgresql
+# The connections this file kills are its own consumer's, not those of whatever else runs.
+CONSUMER_NAME = f"e2e-consumer-{os.getpid()}"
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +65,7 @@ def runner(settings: RunnerSettings | None = None) -> EventSourceRunner:
         manifest,
         ConsumerSettings(log_level="ERROR", metrics=False),
         settings or RunnerSettings(batch_size=10, wait_time=1, visibility_timeout=2),
-        spec=spec_from_url(service_url("orders")),
+        spec=spec_from_url(f"{service_url('orders')}&application_name={CONSUMER_NAME}"),
     )
 
 
@@ -113,7 +116,8 @@ def test_killing_the_database_connection_mid_batch_loses_nothing(world: World) -
             with admin.cursor() as cursor:
                 cursor.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE application_name = 'replication-consumer' AND pid <> pg_backend_pid()"
+                    "WHERE application_name = %s AND pid <> pg_backend_pid()",
+                    (CONSUMER_NAME,),
                 )
                 killed[0] += sum(1 for (done,) in cursor.fetchall() if done)
             time.sleep(0.02)
