@@ -94,7 +94,7 @@ from replication.consumer.wiring import (
     build_runner,
     dump_statements,
 )
-from replication.events import ChangeEvent, decode_event, encode_event_text, upserted
+from replication.events import ChangeEvent, decode_event, encode_event, upserted
 from replication.manifest import Manifest, load_manifest, load_manifests
 from replication.mirror.apply import apply_changes
 from replication.mirror.tables import mirror_table
@@ -371,7 +371,7 @@ class Records:
         for change in events:
             record = copy.deepcopy(self.template)
             record["messageId"] = str(uuid.uuid4())
-            record["body"] = encode_event_text(change)
+            record["body"] = encode_event(change).decode()
             records.append(record)
         return {"Records": records}
 

@@ -197,9 +197,7 @@ def decode_event(raw: bytes | str, contracts: ContractRegistry = registry) -> Ch
     except StrictJSONError as exc:
         raise InvalidEventError(str(exc)) from None
     if not isinstance(document, dict):
-        raise InvalidEventError(
-            f"a change event must be a JSON object, got {type(document).__name__}"
-        )
+        raise InvalidEventError(f"a change event must be a JSON object, got {_json_type(document)}")
     return _decode_document(document, contracts)
 
 
@@ -325,9 +323,16 @@ KEY_TEXT_LENGTH = 255
 
 
 def _json_type(value: Any) -> str:
-    return {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
-        type(value), type(value).__name__
-    )
+    # JSON's names for JSON's types: a reason about the wire should not speak Python.
+    return {
+        dict: "object",
+        list: "array",
+        str: "string",
+        int: "number",
+        float: "number",
+        bool: "boolean",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
 
 
 def describe_validation_error(exc: ValidationError) -> str:

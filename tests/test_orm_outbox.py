@@ -198,3 +198,22 @@ def test_two_states_of_one_key_at_one_version_are_refused(
     finally:
         tracker.untrack(ProductRow)
     assert outbox(engine) == []
+
+
+def test_one_flush_writes_an_event_for_each_row_it_changed_and_none_for_the_others(
+    crm: tuple[sa.Engine, sessionmaker[Session]],
+) -> None:
+    engine, factory = crm
+    rows = [new_customer(name=f"C{n}") for n in range(5)]
+    with factory.begin() as session:
+        session.add_all(rows)
+    with factory.begin() as session:
+        loaded = [session.get_one(CustomerRow, row.id) for row in rows]
+        loaded[0].tags = ["b2b", "vip"]  # a JSON column, replaced
+        loaded[1].name = "C1"  # the same value: no net change
+        loaded[2].city = "Paris"
+        loaded[3].phone = "+33123456789"
+        loaded[4].version = loaded[4].version  # the version alone: nothing else changed
+
+    changed = sorted((e["subject"], e["entityversion"]) for e in outbox(engine)[5:])
+    assert changed == sorted([(rows[0].id, 2), (rows[2].id, 2), (rows[3].id, 2)])

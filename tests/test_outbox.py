@@ -24,7 +24,15 @@ import pytest
 import sqlalchemy as sa
 
 from contracts import Address, Customer, Product, Tier
-from replication.events import ChangeEvent, decode_event
+from replication.contracts import Contract
+from replication.events import (
+    ChangeEvent,
+    decode_event,
+    deleted,
+    encode_event,
+    to_document,
+    upserted,
+)
 from replication.outbox import (
     OutgoingMessage,
     Publisher,
@@ -36,8 +44,10 @@ from replication.outbox import (
     TopicRoute,
     TopicRouter,
     outbox_table,
+    record_event,
     record_upsert,
 )
+from replication.outbox.record import outbox_row
 from replication.payloads import (
     EXTENDED_SIZE_ATTRIBUTE,
     PayloadStore,
@@ -526,3 +536,54 @@ def test_sns_throttling_and_unconfirmed_entries_are_retried() -> None:
     assert throttled.value.throttled
     assert set(result.failed) == {"1", "2"}
     assert "not reported as published" in result.failed["1"]
+
+
+class Note(Contract, entity="testkit.note", version=1, key="ref", register=False):
+    """A text key and free text: every character JSON must escape, and some it must not."""
+
+    ref: str
+    text: str
+    score: float
+
+
+AWKWARD = 'q"uote b\\ack s/lash \n\t\r\b\f \x01\x1f\x7f é 漢 \u2028\u2029 \U0001f600 <&>'
+
+
+def test_the_outbox_payload_is_exactly_json_dumps_of_the_cloudevents_document() -> None:
+    # The payload's bytes are a published format: they must not move.
+    zone = dt.timezone(dt.timedelta(hours=-5, minutes=-30))
+    events = [
+        upserted(Note(ref=AWKWARD, text=AWKWARD, score=1e16), 1),
+        upserted(Note(ref="r/1", text="", score=-0.1), 2**63 - 1, time=dt.datetime.now(zone)),
+        deleted(Note, AWKWARD, 7),
+        upserted(product("SKU-1", 3), 4, event_id=uuid.uuid4()),
+        deleted(Product, "SKU-1", 5, time=dt.datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=zone)),
+    ]
+    for event in events:
+        expected = json.dumps(
+            to_document(event), separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+        assert encode_event(event) == expected.encode()
+        assert outbox_row(event)["payload"] == expected
+    assert decode_event(encode_event(events[3])).data == events[3].data
+
+
+def test_a_flush_of_many_rows_inserts_them_in_order_in_few_statements(owner: sa.Engine) -> None:
+    statements: list[bool] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+        if "replication_outbox" in statement:
+            statements.append(many)
+
+    events = [upserted(product(f"SKU-{n}", n), 1) for n in range(250)]
+    sa.event.listen(owner, "before_cursor_execute", seen)
+    try:
+        with owner.begin() as conn:
+            record_event(conn, *events)
+    finally:
+        sa.event.remove(owner, "before_cursor_execute", seen)
+
+    assert [str(row.event_id) for row in outbox_rows(owner)] == [str(e.id) for e in events]
+    if owner.dialect.name != "sqlite":
+        # 100 rows a statement; psycopg2's executemany would take a round trip a row.
+        assert statements == [False, False, False]

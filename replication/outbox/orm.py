@@ -32,6 +32,7 @@ from __future__ import annotations
 
 __all__ = ["OutboxTracker", "UnpublishableChangeError"]
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,7 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy import event
 from sqlalchemy.orm import Mapper, ORMExecuteState, Session, UOWTransaction, object_session
+from sqlalchemy.orm.attributes import instance_state
 
 from replication.contracts import Contract, ContractInfo
 from replication.errors import ReplicationError
@@ -122,9 +124,7 @@ class OutboxTracker:
         tracked = self._spec(obj)
         if tracked is None:
             return
-        state = sa.inspect(obj)
-        changed = [a.key for a in mapper.column_attrs if state.attrs[a.key].history.has_changes()]
-        if not [name for name in changed if name != tracked.version_attr]:
+        if not _has_net_change(mapper, obj, tracked.version_attr):
             return  # no net change: nothing was written
         old_key = self._old_key(tracked, obj)
         if old_key is not None:
@@ -156,10 +156,10 @@ class OutboxTracker:
         session = object_session(obj)
         if session is None:  # pragma: no cover - flushed objects always have a session
             raise UnpublishableChangeError(f"{change!r} was flushed outside a session")
-        emitted: dict[tuple[str, str], tuple[int, bytes]] = session.info.setdefault(_EMITTED, {})
-        slot = (change.entity, change.subject)
+        emitted: dict[tuple[str, str], tuple[int, str]] = session.info.setdefault(_EMITTED, {})
         row = outbox_row(change)
-        fingerprint = (change.op + row["payload"].split('"data":', 1)[1]).encode()
+        slot = (row["entity"], row["subject"])
+        fingerprint = change.op + row["payload"].split('"data":', 1)[1]
         previous = emitted.get(slot)
         if previous is not None and previous[0] == change.version and previous[1] != fingerprint:
             raise UnpublishableChangeError(
@@ -197,10 +197,10 @@ class OutboxTracker:
                 )
 
     def _upsert(self, tracked: _Tracked, obj: Any) -> ChangeEvent:
-        label = f"{type(obj).__name__} {tuple(getattr(obj, k) for k in tracked.key_attrs)!r}"
         try:
             state = tracked.to_contract(obj)
         except ValidationError as exc:
+            label = f"{type(obj).__name__} {tuple(getattr(obj, k) for k in tracked.key_attrs)!r}"
             raise UnpublishableChangeError(
                 f"{label} does not satisfy {tracked.contract.label}: "
                 f"{describe_validation_error(exc)}; the flush is refused so that no change "
@@ -211,6 +211,23 @@ class OutboxTracker:
                 f"to_contract returned {type(state).__name__}, not {tracked.contract.label}"
             )
         return upserted(state, _version(tracked, obj))
+
+
+def _has_net_change(mapper: Mapper[Any], obj: Any, version_attr: str) -> bool:
+    """Whether the flush changed a column attribute of ``obj`` other than its version."""
+    columns = _COLUMN_KEYS.get(mapper)
+    if columns is None:
+        columns = _COLUMN_KEYS[mapper] = frozenset(a.key for a in mapper.column_attrs)
+    state = instance_state(obj)
+    # An attribute with history has its loaded value in committed_state: only those
+    # can have changed, and looking at them alone spares a history of every column.
+    return any(
+        key in columns and key != version_attr and state.attrs[key].history.has_changes()
+        for key in list(state.committed_state)
+    )
+
+
+_COLUMN_KEYS: weakref.WeakKeyDictionary[Mapper[Any], frozenset[str]] = weakref.WeakKeyDictionary()
 
 
 def _version(tracked: _Tracked, obj: Any) -> int:
