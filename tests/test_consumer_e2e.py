@@ -166,30 +166,65 @@ def test_a_consumer_killed_between_commit_and_delete_loses_nothing(world: World)
 
 
 def test_expiring_visibility_timeouts_redeliver_and_converge(world: World) -> None:
-    """A handler slower than the visibility timeout: two runners apply the same messages."""
+    """A handler slower than the visibility timeout: another runner gets the same messages."""
     owner_activity(world, 2)
     settings = RunnerSettings(batch_size=10, wait_time=1, visibility_timeout=1)
-    first, second = runner(settings), runner(settings)
-    for consumer in (first, second):
-        handler = consumer.handler
+    slow_runner, other = runner(settings), runner(settings)
+    seen: dict[str, set[str]] = {"slow": set(), "other": set()}
 
-        def slow(event: dict[str, Any], context: Any, handler: Any = handler) -> dict[str, Any]:
+    def watched(name: str, handler: Any, pause: float) -> Any:
+        def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
+            seen[name] |= {r["messageId"] for r in event["Records"]}
             response: dict[str, Any] = handler(event, context)
-            time.sleep(1.5)  # the visibility timeout expires before the delete
+            time.sleep(pause)  # the visibility timeout expires before the runner deletes
             return response
 
-        consumer.handler = slow
-    threads = [threading.Thread(target=c.drain, kwargs={"idle_rounds": 3}) for c in (first, second)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    third = runner()
-    wait_until_empty(world, third)
-    received = first.stats.received + second.stats.received + third.stats.received
-    distinct = (
-        world.rows("crm", "SELECT count(*) FROM replication_outbox")[0][0]
-        + world.rows("catalog", "SELECT count(*) FROM replication_outbox")[0][0]
-    )
-    assert received > distinct, "no message was delivered twice: the fault did not happen"
+        return handle
+
+    slow_runner.handler = watched("slow", slow_runner.handler, 2.5)
+    other.handler = watched("other", other.handler, 0)
+    [queue] = [q for q in slow_runner.queues if q.name == "dev-orders--crm-customer-v1"]
+    thread = threading.Thread(target=slow_runner.poll, args=(queue,))
+    thread.start()
+    time.sleep(1.2)
+    deadline = time.monotonic() + 10
+    while not seen["slow"] & seen["other"] and time.monotonic() < deadline:
+        other.poll(queue, wait=1)
+    thread.join()
+    assert seen["slow"] & seen["other"], "no message was delivered twice: the fault did not happen"
+    wait_until_empty(world, runner())
     assert world.differences() == []
+
+
+def test_one_poison_record_in_ten_reaches_the_dlq_after_one_receive(world: World) -> None:
+    """Through real SQS: nine applied in the invocation, the poison dead-lettered at once."""
+    import json
+
+    from replication.consumer.dead_letters import REASON, RECEIVE_COUNT
+
+    world.create_customers(9)
+    assert world.relay() == 9
+    sqs = world.moto.client("sqs")
+    queue = sqs.get_queue_url(QueueName="dev-orders--crm-customer-v1")["QueueUrl"]
+    poison = json.loads(world.rows("crm", "SELECT payload FROM replication_outbox LIMIT 1")[0][0])
+    poison["data"]["credit_limit"] = "-1.00"
+    poison["id"] = "00000000-0000-4000-8000-000000000099"
+    sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(poison))
+    consumer = runner(RunnerSettings(batch_size=10, wait_time=1, visibility_timeout=30))
+    received = consumer.poll(
+        consumer.queues[[q.name for q in consumer.queues].index("dev-orders--crm-customer-v1")]
+    )
+    assert received == 10
+    assert consumer.stats.batches == 1
+    assert consumer.stats.deleted == 10
+    assert world.differences() == []
+    dlq = sqs.get_queue_url(QueueName="dev-orders--crm-customer-v1-dlq")["QueueUrl"]
+    [letter] = sqs.receive_message(
+        QueueUrl=dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+    )["Messages"]
+    assert json.loads(letter["Body"])["id"] == poison["id"]
+    assert "credit_limit" in letter["MessageAttributes"][REASON]["StringValue"]
+    assert letter["MessageAttributes"][RECEIVE_COUNT]["StringValue"] == "1"
+    assert world.rows("orders", "SELECT kind, receive_count FROM replication_failures") == [
+        ("permanent", 1)
+    ]
