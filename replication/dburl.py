@@ -7,7 +7,7 @@ the scheme is (SQLAlchemy 2.1 picks psycopg 3 for ``postgresql://``).
 
 from __future__ import annotations
 
-__all__ = ["sqlalchemy_url"]
+__all__ = ["sqlalchemy_url", "with_search_path"]
 
 _DRIVERS = {
     "postgresql": "postgresql+psycopg2",
@@ -27,3 +27,9 @@ def sqlalchemy_url(url: str) -> str:
     if driver.endswith("pymysql") and "charset=" not in rest:
         result += ("&" if "?" in rest else "?") + "charset=utf8mb4"
     return result
+
+
+def with_search_path(url: str, schema: str) -> str:
+    """A PostgreSQL ``url`` whose connections use ``schema`` (libpq ``options``)."""
+    separator = "&" if "?" in url else "?"
+    return f"{url}{separator}options=-csearch_path%3D{schema}"

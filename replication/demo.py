@@ -35,7 +35,7 @@ from typing import Any, TextIO
 
 import sqlalchemy as sa
 
-from replication.dburl import sqlalchemy_url
+from replication.dburl import sqlalchemy_url, with_search_path
 from replication.errors import ConfigurationError
 
 PREFIX = "demo"
@@ -109,9 +109,8 @@ def _databases(folder: Path, url: str | None) -> dict[str, _Service]:
             conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
             conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
     admin.dispose()
-    separator = "&" if "?" in url else "?"
     for name in SERVICES:
-        service_url = f"{url}{separator}options=-csearch_path%3D{PREFIX}_{name}"
+        service_url = with_search_path(url, f"{PREFIX}_{name}")
         engine = sa.create_engine(sqlalchemy_url(service_url))
         services[name] = _Service(name, service_url, engine)
     return services

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from examples.catalog import service as catalog
 from examples.crm import service as crm
 from replication.consumer.failures_table import failures_table
-from replication.dburl import sqlalchemy_url
+from replication.dburl import sqlalchemy_url, with_search_path
 from replication.manifest import Manifest, load_manifests
 from replication.mirror.tables import mirror_table
 from replication.outbox.runner import RelaySettings, build_relay
@@ -34,8 +34,7 @@ SERVICES = ("crm", "catalog", "orders")
 
 def service_url(service: str) -> str:
     """The URL of ``service``'s schema on the test PostgreSQL server."""
-    separator = "&" if "?" in POSTGRES_URL else "?"
-    return f"{POSTGRES_URL}{separator}options=-csearch_path%3De2e_{service}"
+    return with_search_path(POSTGRES_URL, f"e2e_{service}")
 
 
 @dataclass

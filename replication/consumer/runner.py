@@ -112,17 +112,16 @@ def to_lambda_record(message: dict[str, Any], source: QueueSource) -> dict[str, 
     attributes = {}
     for name, value in (message.get("MessageAttributes") or {}).items():
         binary = value.get("BinaryValue")
-        attributes[name] = {
-            "stringValue": value.get("StringValue"),
-            "binaryValue": base64.b64encode(binary).decode() if binary is not None else None,
+        converted: dict[str, Any] = {
             "stringListValues": value.get("StringListValues", []),
             "binaryListValues": value.get("BinaryListValues", []),
             "dataType": value.get("DataType", "String"),
         }
-        if attributes[name]["binaryValue"] is None:
-            del attributes[name]["binaryValue"]
-        if attributes[name]["stringValue"] is None:
-            del attributes[name]["stringValue"]
+        if value.get("StringValue") is not None:
+            converted["stringValue"] = value["StringValue"]
+        if binary is not None:
+            converted["binaryValue"] = base64.b64encode(binary).decode()
+        attributes[name] = converted
     record = {
         "messageId": message["MessageId"],
         "receiptHandle": message["ReceiptHandle"],
