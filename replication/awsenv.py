@@ -6,12 +6,15 @@ costs nothing on a Lambda's cold path.
 
 from __future__ import annotations
 
-__all__ = ["AwsLocation", "error_code", "http_status", "locate"]
+__all__ = ["AwsLocation", "aws_errors", "error_code", "http_status", "locate"]
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from replication.errors import ConfigurationError
+from replication.errors import ConfigurationError, UnreachableError
 
 
 @dataclass(frozen=True)
@@ -34,8 +37,54 @@ def locate() -> AwsLocation:
         raise ConfigurationError(
             "no AWS region configured: set AWS_REGION or AWS_DEFAULT_REGION, or use a profile"
         )
-    account = session.client("sts").get_caller_identity()["Account"]
+    with aws_errors("finding the AWS account (sts get-caller-identity)"):
+        account = session.client("sts").get_caller_identity()["Account"]
     return AwsLocation(session, region, account, session.get_partition_for_region(region))
+
+
+def _endpoint() -> str:
+    return os.environ.get("AWS_ENDPOINT_URL") or "the AWS endpoint"
+
+
+_NO_ACCESS = {
+    "AccessDenied",
+    "AccessDeniedException",
+    "InvalidClientTokenId",
+    "UnrecognizedClientException",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "SignatureDoesNotMatch",
+}
+
+
+@contextmanager
+def aws_errors(doing: str) -> Iterator[None]:
+    """Turn botocore's missing credentials, unreachable endpoints and refusals into our errors.
+
+    ``doing`` completes the message ("reading queue X"). Other ClientErrors pass through.
+    """
+    from botocore import exceptions as bx
+
+    try:
+        yield
+    except (bx.NoCredentialsError, bx.PartialCredentialsError) as exc:
+        raise UnreachableError(
+            f"no AWS credentials while {doing}: set AWS_PROFILE or AWS_ACCESS_KEY_ID and "
+            f"AWS_SECRET_ACCESS_KEY ({exc})"
+        ) from exc
+    except bx.NoRegionError as exc:
+        raise ConfigurationError(
+            f"no AWS region while {doing}: set AWS_REGION or AWS_DEFAULT_REGION"
+        ) from exc
+    except (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError) as exc:
+        raise UnreachableError(f"{_endpoint()} does not answer while {doing}: {exc}") from exc
+    except bx.ClientError as exc:
+        if error_code(exc) in _NO_ACCESS:
+            raise UnreachableError(
+                f"AWS refused the request while {doing}: {exc} (check the credentials and "
+                "the IAM policy)"
+            ) from exc
+        raise
 
 
 def error_code(exc: Exception) -> str | None:

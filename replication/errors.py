@@ -6,6 +6,8 @@
   unknown entity, contract violation). Send it to the dead-letter queue with
   its reason; apply the rest of the batch.
 - ``TransientError``: the failure may pass (database down, deadlock). Retry.
+  ``UnreachableError``, one of them: an endpoint (AWS, a database) does not
+  answer or refuses the credentials; check it is up and configured.
 
 "Stale" and "duplicate" events are results of the apply, never errors.
 """
@@ -21,6 +23,7 @@ __all__ = [
     "ReplicationError",
     "TransientError",
     "UnknownContractError",
+    "UnreachableError",
 ]
 
 from dataclasses import dataclass
@@ -85,3 +88,7 @@ class InvalidEventError(ReplicationError):
 
 class TransientError(ReplicationError):
     """The failure may pass on its own (database unreachable, deadlock); retry later."""
+
+
+class UnreachableError(TransientError):
+    """An endpoint (AWS, a database) does not answer or rejects the credentials."""

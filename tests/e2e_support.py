@@ -8,19 +8,27 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import psycopg2
+import pytest
 import sqlalchemy as sa
 
 from examples.catalog import service as catalog
 from examples.crm import service as crm
+from replication.consumer.database import spec_from_url
 from replication.consumer.failures_table import failures_table
+from replication.consumer.runner import EventSourceRunner, RunnerSettings
+from replication.consumer.wiring import ConsumerSettings, build_runner
 from replication.dburl import sqlalchemy_url, with_search_path
-from replication.manifest import Manifest, load_manifests
+from replication.manifest import Manifest, load_manifest, load_manifests
 from replication.mirror.tables import mirror_table
 from replication.outbox.runner import RelaySettings, build_relay
 from replication.topology.aws import AwsTopology
@@ -202,3 +210,48 @@ def build_world(moto: MotoServer, seed: int = 1) -> World:
     failures_table(metadata)
     metadata.create_all(engines["orders"])
     return World(moto, manifests, engines, random.Random(seed), [], [])
+
+
+@contextmanager
+def world_on(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    """A world whose AWS calls (in this process) go to ``moto``; schemas dropped after."""
+    for key, value in moto.env().items():
+        if key.startswith("AWS_"):
+            monkeypatch.setenv(key, value)
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    try:
+        psycopg2.connect(POSTGRES_URL, connect_timeout=5).close()
+    except psycopg2.OperationalError as exc:
+        from tests.databases import unavailable
+
+        unavailable(f"PostgreSQL at {POSTGRES_URL} does not answer: {exc}")
+    w = build_world(moto)
+    try:
+        yield w
+    finally:
+        w.close()
+        drop_schemas()
+
+
+def orders_runner(
+    settings: RunnerSettings | None = None, *, application_name: str = "e2e-consumer"
+) -> EventSourceRunner:
+    """The orders consumer's runner on its e2e schema."""
+    manifest = load_manifest(ROOT / "examples" / "orders" / "replication.yaml")
+    return build_runner(
+        manifest,
+        ConsumerSettings(log_level="ERROR", metrics=False),
+        settings or RunnerSettings(batch_size=10, wait_time=1, visibility_timeout=2),
+        spec=spec_from_url(f"{service_url('orders')}&application_name={application_name}"),
+    )
+
+
+def wait_until_empty(world: World, consumer: EventSourceRunner, timeout: float = 90) -> None:
+    """Run the consumer until every orders queue (and DLQ) is empty."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        consumer.drain()
+        if sum(world.queue_depths().values()) == 0:
+            return
+        time.sleep(0.5)  # retried messages come back when their visibility expires
+    raise AssertionError(f"queues not empty: {world.queue_depths()}")

@@ -19,12 +19,17 @@ from typing import Any
 import psycopg2
 import pytest
 
-from replication.consumer.database import spec_from_url
 from replication.consumer.runner import EventSourceRunner, RunnerSettings
-from replication.consumer.wiring import ConsumerSettings, build_runner
 from tests.aws import MotoServer, moto_server
 from tests.databases import POSTGRES_URL
-from tests.e2e_support import ROOT, World, build_world, drop_schemas, service_url
+from tests.e2e_support import (
+    ROOT,
+    World,
+    orders_runner,
+    service_url,
+    wait_until_empty,
+    world_on,
+)
 
 pytestmark = pytest.mark.postgresql
 # The connections this file kills are its own consumer's, not those of whatever else runs.
@@ -39,34 +44,12 @@ def moto() -> Iterator[MotoServer]:
 
 @pytest.fixture
 def world(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
-    for key, value in moto.env().items():
-        if key.startswith("AWS_"):
-            monkeypatch.setenv(key, value)
-    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
-    try:
-        psycopg2.connect(POSTGRES_URL, connect_timeout=5).close()
-    except psycopg2.OperationalError as exc:
-        from tests.databases import unavailable
-
-        unavailable(f"PostgreSQL at {POSTGRES_URL} does not answer: {exc}")
-    w = build_world(moto)
-    try:
+    with world_on(moto, monkeypatch) as w:
         yield w
-    finally:
-        w.close()
-        drop_schemas()
 
 
 def runner(settings: RunnerSettings | None = None) -> EventSourceRunner:
-    from replication.manifest import load_manifest
-
-    manifest = load_manifest(ROOT / "examples" / "orders" / "replication.yaml")
-    return build_runner(
-        manifest,
-        ConsumerSettings(log_level="ERROR", metrics=False),
-        settings or RunnerSettings(batch_size=10, wait_time=1, visibility_timeout=2),
-        spec=spec_from_url(f"{service_url('orders')}&application_name={CONSUMER_NAME}"),
-    )
+    return orders_runner(settings, application_name=CONSUMER_NAME)
 
 
 def owner_activity(world: World, rounds: int) -> int:
@@ -80,17 +63,6 @@ def owner_activity(world: World, rounds: int) -> int:
         world.delete_products(1)
         published += world.relay()
     return published
-
-
-def wait_until_empty(world: World, consumer: EventSourceRunner, timeout: float = 90) -> None:
-    """Run the consumer until every orders queue (and DLQ) is empty."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        consumer.drain()
-        if sum(world.queue_depths().values()) == 0:
-            return
-        time.sleep(0.5)  # retried messages come back when their visibility expires
-    raise AssertionError(f"queues not empty: {world.queue_depths()}")
 
 
 def test_owners_relay_and_consumer_keep_mirrors_equal(world: World) -> None:

@@ -1,7 +1,8 @@
 """The ``replication`` command: parse, wire, call. Logic lives in the library.
 
-Exit codes: 0 success, 1 invalid declarations (contracts, manifests),
-2 wrong usage.
+Exit codes: 0 success, 1 invalid declarations or input (contracts,
+manifests, unknown services or queues), 2 wrong usage, 3 AWS or a database
+cannot be reached or refuses the credentials, 4 done in part (``dlq``).
 """
 
 from __future__ import annotations
@@ -11,11 +12,19 @@ import os
 import sys
 from collections.abc import Sequence
 
-from replication.cli import commands
-from replication.cli.commands import EXIT_INVALID, EXIT_OK, EXIT_USAGE
-from replication.errors import ConfigurationError
+from replication.cli import commands, dlq
+from replication.cli.commands import EXIT_INVALID, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
+from replication.errors import ConfigurationError, UnreachableError
 
-__all__ = ["DEFAULT_CONTRACTS", "EXIT_INVALID", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
+__all__ = [
+    "DEFAULT_CONTRACTS",
+    "EXIT_INVALID",
+    "EXIT_OK",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "build_parser",
+    "main",
+]
 
 DEFAULT_CONTRACTS = "contracts"
 
@@ -260,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default $REPLICATION_DEMO_DATABASE_URL)",
     )
     demo.set_defaults(func=commands.cmd_demo)
+    dlq.add_commands(groups)
     render.add_argument("--out", default="build/statements", help="output folder")
     render.set_defaults(func=commands.cmd_mirrors_render)
     return parser
@@ -275,6 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    except UnreachableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
     except BrokenPipeError:  # output piped into head and friends
         sys.stderr.close()
         return EXIT_OK

@@ -17,6 +17,7 @@ from replication.manifest import Manifest, load_manifests
 EXIT_OK = 0
 EXIT_INVALID = 1
 EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
 
 
 def load_contracts(modules: str) -> None:

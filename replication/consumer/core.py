@@ -110,6 +110,8 @@ class _Batch:
         default_factory=list
     )
     database_down: bool = False
+    rehearse: bool = False
+    """Roll back instead of committing, dead-letter nothing, record no failures."""
 
 
 class Consumer:
@@ -164,9 +166,14 @@ class Consumer:
 
     # -- one batch -----------------------------------------------------------------------
 
-    def process(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
-        """Apply ``deliveries``; one outcome per delivery, in order."""
-        batch = _Batch()
+    def process(self, deliveries: Sequence[Delivery], *, rehearse: bool = False) -> list[Outcome]:
+        """Apply ``deliveries``; one outcome per delivery, in order.
+
+        With ``rehearse``, nothing changes anywhere: each transaction is rolled back
+        instead of committed and poison is not sent, so the outcomes say what applying
+        the records would do now (a DLQ replay's dry run).
+        """
+        batch = _Batch(rehearse=rehearse)
         groups: dict[str, list[_Item]] = {}
         held: dict[tuple[str, str | None], str] = {}
         for delivery in deliveries:
@@ -296,7 +303,10 @@ class Consumer:
             result = apply_changes(
                 connection, self.statements[route.entity], events, bulk=self._bulk
             )
-            connection.commit()
+            if batch.rehearse:
+                connection.rollback()
+            else:
+                connection.commit()
         except Exception as exc:
             verdict = classify(exc)
             if self._connection is not None and verdict.kind != CONNECTION:
@@ -332,7 +342,11 @@ class Consumer:
     def _dead_letter(self, batch: _Batch) -> None:
         if not batch.poison:
             return
-        sent = self._dead_letters.send([(p.delivery, p.route, p.reason) for p in batch.poison])
+        sent = (
+            {}
+            if batch.rehearse
+            else self._dead_letters.send([(p.delivery, p.route, p.reason) for p in batch.poison])
+        )
         for poison in batch.poison:
             event = poison.event
             event_id = str(event.id) if event is not None else poison.event_id
@@ -387,7 +401,7 @@ class Consumer:
             for o in batch.outcomes.values()
             if o.message_id in by_id
         ]
-        if not failures or batch.database_down:
+        if not failures or batch.database_down or batch.rehearse:
             return
         try:
             record_failures(self.connection, self.dialect, failures, now=self._clock())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["FAILURES_TABLE", "Failure", "record_failures"]
+__all__ = ["FAILURES_TABLE", "Failure", "read_failures", "record_failures"]
 
 import datetime as dt
 from collections.abc import Sequence
@@ -93,3 +93,26 @@ def record_failures(
         cursor.executemany(_sql(dialect), rows)
     finally:
         cursor.close()
+
+
+def read_failures(
+    connection: Any, dialect: str, queue: str, message_ids: Sequence[str]
+) -> dict[str, tuple[str, str, int]]:
+    """``(reason, kind, receive_count)`` by message id, for those of ``queue`` with a row."""
+    found: dict[str, tuple[str, str, int]] = {}
+    mark = "?" if dialect == "sqlite" else "%s"
+    cursor = connection.cursor()
+    try:
+        for start in range(0, len(message_ids), 500):
+            chunk = list(message_ids[start : start + 500])
+            marks = ", ".join(mark for _ in chunk)
+            cursor.execute(
+                f"SELECT message_id, reason, kind, receive_count FROM {FAILURES_TABLE} "
+                f"WHERE queue = {mark} AND message_id IN ({marks})",
+                (queue, *chunk),
+            )
+            for message_id, reason, kind, receive_count in cursor.fetchall():
+                found[message_id] = (reason, kind, int(receive_count))
+    finally:
+        cursor.close()
+    return found

@@ -1,0 +1,329 @@
+"""The DLQ commands against a moto server and real PostgreSQL, on the example topology.
+
+Messages reach the orders DLQ the two ways they do in production: the consumer
+dead-letters poison at once (with its reason in the message), and SQS moves a
+record that kept failing for a transient reason (a pending migration) after
+maxReceiveCount receives (its reason is in the consumer's failures table).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from replication.cli import main
+from replication.consumer.records import unwrap_body
+from replication.consumer.runner import RunnerSettings
+from replication.dlq.queues import Queues
+from replication.mirror.tables import mirror_table
+from tests.aws import MotoServer, moto_server
+from tests.e2e_support import ROOT, World, orders_runner, service_url, world_on
+
+pytestmark = pytest.mark.postgresql
+
+QUEUE = "dev-orders--crm-customer-v1"
+DLQ = "dev-orders--crm-customer-v1-dlq"
+TOPIC_ARN = "arn:aws:sns:us-east-1:123456789012:dev-crm-customer-v1"
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoServer]:
+    with moto_server() as server:
+        yield server
+
+
+@pytest.fixture
+def world(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    with world_on(moto, monkeypatch) as w:
+        monkeypatch.setenv("ORDERS_DATABASE_URL", service_url("orders"))
+        yield w
+
+
+def event_id(body: str) -> str:
+    """The id of the change event a body carries (raw or in an SNS envelope)."""
+    return str(json.loads(unwrap_body(body).message)["id"])
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    """``replication ...`` in this process: exit code, stdout, stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return code, out.getvalue(), err.getvalue()
+
+
+def cli_json(*args: str) -> Any:
+    code, out, err = cli(*args, "--json")
+    assert code == 0, out + err
+    return json.loads(out)
+
+
+def dry_run(*filters: str) -> dict[str, str]:
+    """Verdict by the message's event id (or body, for bodies that are not events)."""
+    report = cli_json("dlq", "replay", "--service", "orders", "--dry-run", *filters)
+    return {r["message_id"]: r["verdict"] for r in report["dry_run"]}
+
+
+def without_phone(world: World) -> None:
+    """A pending migration: the mirror lacks a column the consumer writes."""
+    with world.engines["orders"].begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE customer_mirror DROP COLUMN phone")
+
+
+def migrate_phone(world: World) -> None:
+    """The migration applied: the column is back."""
+    declaration = world.manifests["orders"].mirror("crm.customer")
+    column = mirror_table(declaration, sa.MetaData()).c.phone
+    kind = column.type.compile(dialect=postgresql.dialect())  # type: ignore[no-untyped-call]
+    with world.engines["orders"].begin() as conn:
+        conn.exec_driver_sql(f"ALTER TABLE customer_mirror ADD COLUMN phone {kind}")
+
+
+def consume_until_source_empty(world: World, timeout: float = 60) -> None:
+    """Run the consumer until the customer queue holds nothing (retries expire after 1 s)."""
+    consumer = orders_runner(RunnerSettings(batch_size=10, wait_time=0, visibility_timeout=1))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        consumer.drain()
+        if world.queue_depths()[QUEUE] == 0:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"queue not empty: {world.queue_depths()}")
+
+
+def read_all(world: World, name: str) -> dict[str, dict[str, Any]]:
+    """Every message of a queue, without consuming it (after in-flight ones reappear)."""
+    scan = Queues(world.moto.client("sqs")).scan(name)
+    return {m.message_id: {"body": m.body, "attributes": m.attributes} for m in scan.letters}
+
+
+POISON = [
+    ("not json", "this is not a change event", {}),
+    ("no attributes", json.dumps({"specversion": "1.0"}), {}),
+    (
+        "typed attributes",
+        json.dumps({"specversion": "1.0", "id": "x"}),
+        {
+            "trace": {"DataType": "String.trace", "StringValue": "abc é"},
+            "blob": {"DataType": "Binary", "BinaryValue": bytes(range(256))},
+            "weight": {"DataType": "Number", "StringValue": "1.50"},
+        },
+    ),
+]
+
+
+def send_poison(world: World) -> None:
+    sqs = world.moto.client("sqs")
+    url = sqs.get_queue_url(QueueName=QUEUE)["QueueUrl"]
+    for _, body, attributes in POISON:
+        sqs.send_message(QueueUrl=url, MessageBody=body, MessageAttributes=attributes)
+
+
+def test_dead_letters_are_listed_replayed_by_filter_and_mirrors_converge(
+    world: World, tmp_path: Path
+) -> None:
+    without_phone(world)
+    world.create_customers(12)
+    assert world.relay() == 12
+    send_poison(world)
+    consume_until_source_empty(world)
+    assert world.queue_depths()[DLQ] == 15
+
+    # list: the right reasons, from the messages (poison) and the failures table (transient)
+    [summary] = [
+        d for d in cli_json("dlq", "list", "--service", "orders")["dlqs"] if d["dlq"] == DLQ
+    ]
+    assert summary["depth"] == 15
+    by_kind: dict[str, int] = {}
+    for reason in summary["reasons"]:
+        by_kind[reason["kind"]] = by_kind.get(reason["kind"], 0) + reason["count"]
+    assert by_kind == {"transient": 12, "permanent": 3}
+    [transient] = [r for r in summary["reasons"] if r["kind"] == "transient"]
+    assert "phone" in transient["reason"]
+    assert "migration" in transient["reason"]
+    code, text, _ = cli("dlq", "list", "--service", "orders")
+    assert code == 0
+    assert DLQ in text
+    assert "15 message(s)" in text
+
+    # show: pii masked unless asked, filters
+    everything = cli("dlq", "show", "--service", "orders", "--json")[1]
+    poison_reasons = [
+        r["reason"] for r in map(json.loads, everything.splitlines()) if r["kind"] == "permanent"
+    ]
+    assert len(poison_reasons) == 3
+    assert any("not valid JSON" in r for r in poison_reasons), poison_reasons
+    shown = cli("dlq", "show", "--service", "orders", "--reason", "phone", "--json")[1]
+    records = [json.loads(line) for line in shown.splitlines()]
+    assert len(records) == 12
+    assert {r["event"]["data"]["email"] for r in records} == {"***"}
+    assert all(r["kind"] == "transient" and r["receive_count"] == 5 for r in records)
+    key = records[0]["key"]
+    one = cli("dlq", "show", "--service", "orders", "--key", key, "--show-pii", "--json")[1]
+    [record] = [json.loads(line) for line in one.splitlines()]
+    assert record["event"]["data"]["email"].endswith("@example.com")
+    assert record["event"]["data"]["email"] == f"{key[:8]}@example.com"
+
+    # export, then import into another queue: bodies and attributes exactly
+    exported = tmp_path / "dlq.jsonl"
+    code, text, err = cli("dlq", "export", "--service", "orders", "--out", str(exported))
+    assert code == 0, text + err
+    assert len(exported.read_text().splitlines()) == 15
+    originals = read_all(world, DLQ)
+    assert len(originals) == 15
+    world.moto.client("sqs").create_queue(QueueName="scratch")
+    code, text, err = cli("dlq", "import", str(exported), "--queue", "scratch")
+    assert code == 0, text + err
+    copies = read_all(world, "scratch")
+    assert sorted((c["body"], repr(sorted(c["attributes"].items()))) for c in copies.values()) == (
+        sorted((o["body"], repr(sorted(o["attributes"].items()))) for o in originals.values())
+    )
+    typed = [c for c in copies.values() if "blob" in c["attributes"]]
+    assert typed[0]["attributes"]["blob"] == {
+        "DataType": "Binary",
+        "BinaryValue": bytes(range(256)),
+    }
+
+    # dry run before the fix: the twelve would fail again, the poison is still poison
+    before = dry_run()
+    assert sorted(before.values()) == ["invalid"] * 3 + ["retry"] * 12
+
+    migrate_phone(world)
+    after = dry_run()
+    assert sorted(after.values()) == ["apply"] * 12 + ["invalid"] * 3
+    assert world.queue_depths()[DLQ] == 15, "a dry run moved something"
+
+    # a filtered replay moves exactly the matching ones
+    code, text, err = cli("dlq", "replay", "--service", "orders", "--reason", "phone")
+    assert code == 0, text + err
+    assert "moved 12" in text
+    left = read_all(world, DLQ)
+    assert set(left) == {m for m, v in after.items() if v == "invalid"}
+    consume_until_source_empty(world)
+    assert world.differences() == []
+    # each "would apply" applied: its event is the one the mirror row holds
+    applied_events = {event_id(originals[m]["body"]) for m, v in after.items() if v == "apply"}
+    mirror_events = {
+        str(r[0]) for r in world.rows("orders", "SELECT _event_id FROM customer_mirror")
+    }
+    assert applied_events == mirror_events
+
+    # stale: events the mirror already holds, imported back into the DLQ
+    stale_lines = [
+        line for line in exported.read_text().splitlines() if "phone" in json.loads(line)["reason"]
+    ][:4]
+    again = tmp_path / "again.jsonl"
+    again.write_text("\n".join(stale_lines) + "\n")
+    assert cli("dlq", "import", str(again))[0] == 0
+    predicted = dry_run()
+    assert sorted(predicted.values()) == ["invalid"] * 3 + ["stale"] * 4
+    rows_before = world.rows("orders", "SELECT id, _version, _event_id FROM customer_mirror")
+
+    # an unfiltered replay: no move task on the emulator, so moved here; then what the dry
+    # run said happens: stale ones change nothing and leave, invalid ones come back
+    code, text, err = cli("dlq", "replay", "--service", "orders")
+    assert code == 0, text + err
+    assert "moved 7" in text
+    assert "no message move task" in err
+    consume_until_source_empty(world)
+    assert sorted(world.rows("orders", "SELECT id, _version, _event_id FROM customer_mirror")) == (
+        sorted(rows_before)
+    )
+    shown = cli("dlq", "show", "--service", "orders", "--json")[1]
+    back = [json.loads(line) for line in shown.splitlines()]
+    assert [(r["kind"], r["replays"]) for r in back] == [("permanent", 1)] * 3
+    # dead-lettered again for the same reasons as the first time
+    assert sorted(r["reason"] for r in back) == sorted(poison_reasons)
+    assert world.differences() == []
+    returned = read_all(world, DLQ)
+    assert len(returned) == 3
+    assert sorted(m["body"] for m in returned.values()) == sorted(b for _, b, _ in POISON)
+    assert all(
+        m["attributes"]["replication.replays"]["StringValue"] == "1" for m in returned.values()
+    )
+
+
+def test_an_interrupted_replay_never_loses_a_message(world: World, tmp_path: Path) -> None:
+    """Replays SIGKILLed at random moments, over and over: every message stays somewhere."""
+    world.create_customers(30)
+    world.relay()
+    sqs = world.moto.client("sqs")
+    queue_url = sqs.get_queue_url(QueueName=QUEUE)["QueueUrl"]
+    dlq_url = sqs.get_queue_url(QueueName=DLQ)["QueueUrl"]
+    # This test reads the source queue after each kill; each read is a receive, and five
+    # would make SQS move the messages back to the DLQ mid-check.
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sqs.set_queue_attributes(
+        QueueUrl=queue_url,
+        Attributes={
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 1000})
+        },
+    )
+    # Move the relayed events into the DLQ as they are (as SQS would after failures).
+    moved = 0
+    while moved < 30:
+        batch = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+        for message in batch:
+            sqs.send_message(QueueUrl=dlq_url, MessageBody=message["Body"])
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+            moved += 1
+    events = {event_id(m["body"]) for m in read_all(world, DLQ).values()}
+    assert len(events) == 30
+
+    env = {
+        **world.moto.env(),
+        "PYTHONPATH": str(ROOT),
+        "ORDERS_DATABASE_URL": service_url("orders"),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "replication.cli",
+        "dlq",
+        "replay",
+        "--service",
+        "orders",
+        "--rate",
+        "15",
+        "--visibility-timeout",
+        "1",
+        "--no-move-task",
+    ]
+    rng = random.Random(7)
+    mid_move = 0
+    for _ in range(8):
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        time.sleep(rng.uniform(0.8, 3.0))
+        process.kill()
+        process.wait()
+        time.sleep(1.2)  # messages the killed replay held become visible again
+        in_dlq = {event_id(m["body"]) for m in read_all(world, DLQ).values()}
+        in_queue = {event_id(m["body"]) for m in read_all(world, QUEUE).values()}
+        assert events <= in_dlq | in_queue, f"lost: {events - in_dlq - in_queue}"
+        if in_dlq and in_queue and len(in_dlq) < 30:
+            mid_move += 1
+        if not in_dlq:
+            break
+    assert mid_move > 0, "no kill landed in the middle of a replay"
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert world.queue_depths()[DLQ] == 0
+    consume_until_source_empty(world)
+    assert world.differences() == []
+    assert world.rows("orders", "SELECT count(*) FROM customer_mirror") == [(30,)]
