@@ -105,6 +105,8 @@ def move_messages(
     left: dict[str, DeadLetter] = {}
     """Received but staying: released when the move ends."""
     blocked: set[str] = set()
+    """FIFO groups whose next message stays (not selected, or its hand-over failed)."""
+    failed_groups: set[str] = set()
     idle = 0
     try:
         while idle < 2 and not stop():
@@ -134,11 +136,13 @@ def move_messages(
                         blocked.add(group)
             for round_ in _rounds(chosen, fifo):
                 if fifo:
-                    waiting = [m for m in round_ if m.group_id in blocked]
+                    # Chosen before its group was blocked, but an earlier message of the
+                    # group failed in a previous round: it must not overtake that one.
+                    waiting = [m for m in round_ if m.group_id in failed_groups]
                     for letter in waiting:
                         left[letter.message_id] = letter
                         report.held += 1
-                    round_ = [m for m in round_ if m.group_id not in blocked]
+                    round_ = [m for m in round_ if m.group_id not in failed_groups]
                 if not round_:
                     continue
                 rate.wait(len(round_))
@@ -150,6 +154,7 @@ def move_messages(
                         left[letter.message_id] = letter
                         if fifo and letter.group_id is not None:
                             blocked.add(letter.group_id)
+                            failed_groups.add(letter.group_id)
                 report.not_deleted.update(queues.delete(dlq, done))
                 report.moved.extend(m.message_id for m in done)
                 progress(len(done))
