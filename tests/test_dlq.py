@@ -79,7 +79,7 @@ def fill_fifo(queues: Queues, dlq: str) -> None:
 
 
 def receive_all(queues: Queues, name: str) -> list[str]:
-    bodies = []
+    bodies: list[str] = []
     while True:
         batch = queues.receive(name, visibility=30)
         if not batch:

@@ -1,0 +1,132 @@
+"""``dlq export``, ``dlq import`` and ``dlq purge``: files in, files out, nothing lost."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from replication.cli.commands import EXIT_INVALID, EXIT_OK, EXIT_USAGE
+from replication.cli.dlq.context import EXIT_INCOMPLETE, Context, progress
+from replication.errors import ConfigurationError
+
+
+def _open_new(path: Path, overwrite: bool) -> Any:
+    if path.exists() and not overwrite:
+        raise ConfigurationError(f"{path} exists; choose another file or pass --overwrite")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.open("w", encoding="utf-8")
+
+
+def _export(context: Context, path: Path, *, remove: bool, overwrite: bool) -> int:
+    from replication.dlq.transfer import export_dlq
+
+    selection = context.selection()
+    inspector = context.inspector(context.args.service)
+    written = removed = 0
+    incomplete = False
+    with _open_new(path, overwrite) as out:
+        for target in context.targets:
+            depth = context.queues.depth(target.dlq)
+            with progress(depth.visible, target.dlq) as advance:
+                report = export_dlq(
+                    inspector,
+                    target,
+                    out,
+                    selection=selection,
+                    remove=remove,
+                    progress=advance,
+                )
+            written += report.written
+            removed += report.removed
+            line = f"{target.dlq}: exported {report.written}"
+            if remove:
+                line += f", removed {report.removed} from the DLQ"
+                if report.move and report.move.not_deleted:
+                    incomplete = True
+                    line += f" ({len(report.move.not_deleted)} written but still in the DLQ)"
+            if not report.complete:
+                line += " (FIFO: only the first messages of each group; --remove takes all)"
+            print(line)
+    print(f"wrote {written} message(s) to {path}" + (f", removed {removed}" if remove else ""))
+    context.finish([inspector])
+    return EXIT_INCOMPLETE if incomplete else EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    context = Context(args)
+    return _export(context, Path(args.out), remove=args.remove, overwrite=args.overwrite)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    import boto3
+
+    from replication.dlq.archive import read_archive
+    from replication.dlq.queues import Queues
+    from replication.dlq.transfer import import_messages
+
+    path = Path(args.file)
+    messages = read_archive(path)
+    queues = Queues(boto3.session.Session().client("sqs"))
+    with progress(len(messages), "import") as advance:
+        report = import_messages(queues, messages, queue=args.queue, progress=advance)
+    print(f"sent {report.sent} of {len(messages)} message(s) from {path}")
+    if report.failed:
+        failed_path = path.with_name(path.name + ".failed.jsonl")
+        by_line = {m.line: m for m in messages}
+        with failed_path.open("w", encoding="utf-8") as out:
+            for line in sorted(report.failed):
+                out.write(by_line[line].raw + "\n")
+                print(f"    line {line}: {report.failed[line]}", file=sys.stderr)
+        print(f"{len(report.failed)} not sent; their lines are in {failed_path}")
+        return EXIT_INCOMPLETE
+    return EXIT_OK
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    if not args.export and not args.force:
+        print(
+            "error: purge deletes messages for good: pass --export FILE to keep a copy, or --force",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    context = Context(args)
+    depths = {t.dlq: context.queues.depth(t.dlq).total for t in context.targets}
+    total = sum(depths.values())
+    if total == 0:
+        print("nothing to purge: the DLQs are empty")
+        return EXIT_OK
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise ConfigurationError("purge needs confirmation: run it in a terminal or pass --yes")
+        listing = ", ".join(f"{name} ({count})" for name, count in depths.items())
+        answer = input(f"Purge up to {total} message(s) from {listing}? Type 'purge' to confirm: ")
+        if answer.strip() != "purge":
+            print("not confirmed; nothing deleted")
+            return EXIT_INVALID
+    if args.export:
+        return _export(context, Path(args.export), remove=True, overwrite=False)
+    selection = context.selection()
+    if selection.everything:
+        for target in context.targets:
+            context.queues.purge(target.dlq)
+            print(f"{target.dlq}: purged ({depths[target.dlq]} message(s))")
+        return EXIT_OK
+    from replication.dlq.move import move_messages
+
+    inspector = context.inspector(args.service)
+    deleted = 0
+    for target in context.targets:
+
+        def select(letter: Any, target: Any = target) -> bool:
+            return bool(selection.matches(inspector.describe(target, [letter])[0]))
+
+        report = move_messages(
+            context.queues, target.dlq, lambda _letters: {}, select=select, fifo=target.fifo
+        )
+        deleted += len(report.moved) - len(report.not_deleted)
+        print(f"{target.dlq}: deleted {len(report.moved) - len(report.not_deleted)}")
+    print(f"deleted {deleted} message(s)")
+    context.finish([inspector])
+    return EXIT_OK
