@@ -6,6 +6,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import io
+import re
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -321,3 +324,16 @@ def test_the_rate_limit_spaces_messages_evenly() -> None:
     assert clock[0] == pytest.approx(3.0)  # 20 messages at 5/s: the last 5 start at 3 s
     with pytest.raises(ValueError, match="positive"):
         RateLimit(0)
+
+
+def test_the_readme_dlq_example_runs(aws: MotoServer) -> None:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## On call: dead-letter queues", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert block is not None
+    script = block.group(1).replace(".venv/bin/replication", f"{sys.executable} -m replication.cli")
+    done = subprocess.run(
+        ["bash", "-c", script], cwd=ROOT, env=aws.env(), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "dev-orders--crm-customer-v1-dlq" in done.stdout

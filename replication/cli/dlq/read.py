@@ -104,7 +104,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                 continue
             print(
                 f"{record['dlq']}  {record['message_id']}\n"
-                f"  {record['entity']}  key {record['key']}  {record['kind']}  "
+                f"  {record['entity']}  key {record['key'] or '-'}  {record['kind']}  "
                 f"receives {record['receive_count'] or '?'}  failed {record['failed_at']}"
                 + (f"  replays {record['replays']}" if record["replays"] else "")
                 + (f"  group {record['group_id']}" if record["group_id"] else "")

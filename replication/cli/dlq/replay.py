@@ -110,11 +110,13 @@ def _print_replay(results: list[dict[str, Any]], *, as_json: bool) -> None:
         print(json.dumps({"replays": results}, indent=2))
         return
     for result in results:
-        print(
+        line = (
             f"{result['dlq']} -> {result['queue']} ({result['how']}): moved {result['moved']}, "
-            f"not selected {result.get('skipped', 0)}, held behind their FIFO group "
-            f"{result.get('held', 0)}, failed {len(result.get('failed', {}))}"
+            f"not selected {result.get('skipped', 0)}, failed {len(result.get('failed', {}))}"
         )
+        if result.get("held"):
+            line += f", held behind an earlier message of their FIFO group {result['held']}"
+        print(line)
         for message_id, problem in result.get("failed", {}).items():
             print(f"    failed {message_id}: {problem} (still in the DLQ)")
         for message_id, problem in result.get("not_deleted", {}).items():
@@ -173,7 +175,7 @@ def _dry_run(context: Context) -> int:
                     }
                 )
                 if not args.json:
-                    print(f"{target.dlq}  {prediction.message_id}  key {item.subject}")
+                    print(f"{target.dlq}  {prediction.message_id}  key {item.subject or '-'}")
                     print(f"    {prediction.text}")
             if not scan.complete:
                 context.notes.append(
