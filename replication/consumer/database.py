@@ -23,19 +23,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from replication.dburl import dialect_of
 from replication.errors import ConfigurationError
-
-_SCHEMES = {
-    "postgresql": "postgresql",
-    "postgres": "postgresql",
-    "postgresql+psycopg2": "postgresql",
-    "mysql": "mysql",
-    "mysql+pymysql": "mysql",
-    "mariadb": "mysql",
-    "mariadb+pymysql": "mysql",
-    "sqlite": "sqlite",
-    "sqlite+pysqlite": "sqlite",
-}
 
 
 @dataclass(frozen=True)
@@ -60,9 +49,9 @@ class ConnectionSpec:
 
 def spec_from_url(url: str) -> ConnectionSpec:
     """A spec from a SQLAlchemy-style URL (``postgresql://``, ``mysql+pymysql://``, ``sqlite:///``)."""
-    scheme, sep, _ = url.partition("://")
-    dialect = _SCHEMES.get(scheme.lower())
-    if not sep or dialect is None:
+    scheme = url.partition("://")[0]
+    dialect = dialect_of(url)
+    if dialect is None:
         raise ConfigurationError(
             f"unsupported database URL scheme {scheme!r}; use postgresql://, mysql:// or sqlite:///"
         )

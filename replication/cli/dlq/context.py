@@ -23,14 +23,12 @@ class Context:
         from replication.awsenv import locate
         from replication.dlq.inspect import targets
         from replication.dlq.queues import Queues
-        from replication.topology.naming import DEFAULT_PREFIX
 
         self.args = args
         self.manifests = {m.service: m for m in find_manifests(args.manifests)}
-        prefix = args.prefix or os.environ.get("REPLICATION_PREFIX", DEFAULT_PREFIX)
         self.targets = targets(
             list(self.manifests.values()),
-            prefix,
+            prefix_of(args),
             service=args.service,
             entity=getattr(args, "entity", None),
         )
@@ -67,6 +65,7 @@ class Context:
         return Inspector(self.queues, database_lookup(lambda: connect(spec), spec.dialect))
 
     def selection(self) -> Any:
+        """The messages the command's filter options select."""
         from replication.dlq.messages import Selection, parse_when
 
         args = self.args
@@ -85,6 +84,7 @@ class Context:
         )
 
     def finish(self, inspectors: Sequence[Any] = ()) -> None:
+        """Print the notes gathered on the way (once each) to stderr."""
         notes = list(self.notes)
         notes += [i.lookup_problem for i in inspectors if i.lookup_problem]
         for note in dict.fromkeys(notes):
@@ -105,6 +105,7 @@ def progress(total: int | None, label: str) -> Iterator[Callable[[int], None]]:
 
 
 def age(seconds: float | None) -> str:
+    """A duration as on-call reads it: 42m, 5h07m, 3d04h."""
     if seconds is None:
         return "-"
     minutes = int(seconds // 60)
@@ -117,6 +118,7 @@ def age(seconds: float | None) -> str:
 
 
 def prefix_of(args: argparse.Namespace) -> str:
+    """The topology's prefix: --prefix, else $REPLICATION_PREFIX, else the default."""
     from replication.topology.naming import DEFAULT_PREFIX
 
     return str(args.prefix or os.environ.get("REPLICATION_PREFIX", DEFAULT_PREFIX))
