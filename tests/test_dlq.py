@@ -337,3 +337,17 @@ def test_the_readme_dlq_example_runs(aws: MotoServer) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "dev-orders--crm-customer-v1-dlq" in done.stdout
+
+
+def test_a_replayed_message_keeps_its_attributes_within_the_limit_of_ten() -> None:
+    from replication.dlq.messages import replay_attributes
+
+    own = {f"a{n}": {"DataType": "String", "StringValue": str(n)} for n in range(10)}
+    full = DeadLetter("dlq", "m", "", "{}", own)
+    assert replay_attributes(full) == own
+    ours = {"replication.reason": {"DataType": "String", "StringValue": "bad"}}
+    letter = DeadLetter("dlq", "m", "", "{}", {**ours, "a0": own["a0"]})
+    assert replay_attributes(letter) == {
+        "a0": own["a0"],
+        "replication.replays": {"DataType": "Number", "StringValue": "1"},
+    }

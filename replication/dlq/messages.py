@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from replication.consumer.dead_letters import (
     FAILED_AT,
+    MAX_ATTRIBUTES,
     MESSAGE_ID,
     REASON,
     RECEIVE_COUNT,
@@ -249,7 +250,8 @@ def replay_attributes(letter: DeadLetter) -> dict[str, dict[str, Any]]:
         for name, value in letter.attributes.items()
         if name not in _DEAD_LETTER_ATTRIBUTES and name != REPLAYS
     }
-    kept[REPLAYS] = {"DataType": "Number", "StringValue": str(letter.replays + 1)}
+    if len(kept) < MAX_ATTRIBUTES:  # SQS refuses an 11th; the count is the one to give up
+        kept[REPLAYS] = {"DataType": "Number", "StringValue": str(letter.replays + 1)}
     return kept
 
 
