@@ -6,7 +6,9 @@ Each service gets its own PostgreSQL schema (``e2e_crm``, ``e2e_catalog``,
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import io
 import random
 import time
 import uuid
@@ -255,3 +257,16 @@ def wait_until_empty(world: World, consumer: EventSourceRunner, timeout: float =
             return
         time.sleep(0.5)  # retried messages come back when their visibility expires
     raise AssertionError(f"queues not empty: {world.queue_depths()}")
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    """``replication ...`` in this process: exit code, stdout, stderr (argparse exits too)."""
+    from replication.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse: --help, usage errors
+            code = int(exc.code or 0)
+    return code, out.getvalue(), err.getvalue()

@@ -3,9 +3,7 @@ export/purge/import, and the command's errors and exit codes."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import io
 import re
 import subprocess
 import sys
@@ -15,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from replication.cli import main
 from replication.dlq.archive import read_archive
 from replication.dlq.messages import DeadLetter, Selection, parse_when, reason_summary
 from replication.dlq.move import RateLimit, move_messages
@@ -26,6 +23,7 @@ from replication.topology.aws import AwsTopology
 from replication.topology.model import build_topology
 from tests.aws import ACCOUNT, REGION, MotoServer, moto_server
 from tests.e2e_support import ROOT
+from tests.e2e_support import run_cli as cli
 
 QUEUE = "dev-orders--crm-customer-v1"
 DLQ = "dev-orders--crm-customer-v1-dlq"
@@ -50,16 +48,6 @@ def aws(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
         build_topology(manifests)
     )
     return moto
-
-
-def cli(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as exc:  # argparse: --help, usage errors
-            code = int(exc.code or 0)
-    return code, out.getvalue(), err.getvalue()
 
 
 def fifo_pair(server: MotoServer) -> tuple[Queues, str, str]:

@@ -8,8 +8,6 @@ maxReceiveCount receives (its reason is in the consumer's failures table).
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import random
 import subprocess
@@ -23,13 +21,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from replication.cli import main
 from replication.consumer.records import unwrap_body
 from replication.consumer.runner import RunnerSettings
 from replication.dlq.queues import Queues
 from replication.mirror.tables import mirror_table
 from tests.aws import MotoServer, moto_server
 from tests.e2e_support import ROOT, World, orders_runner, service_url, world_on
+from tests.e2e_support import run_cli as cli
 
 pytestmark = pytest.mark.postgresql
 
@@ -56,14 +54,6 @@ def event_id(body: str) -> str:
     return str(json.loads(unwrap_body(body).message)["id"])
 
 
-def cli(*args: str) -> tuple[int, str, str]:
-    """``replication ...`` in this process: exit code, stdout, stderr."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(args))
-    return code, out.getvalue(), err.getvalue()
-
-
 def cli_json(*args: str) -> Any:
     code, out, err = cli(*args, "--json")
     assert code == 0, out + err
@@ -71,7 +61,7 @@ def cli_json(*args: str) -> Any:
 
 
 def dry_run(*filters: str) -> dict[str, str]:
-    """Verdict by the message's event id (or body, for bodies that are not events)."""
+    """The dry run's verdict by DLQ message id."""
     report = cli_json("dlq", "replay", "--service", "orders", "--dry-run", *filters)
     return {r["message_id"]: r["verdict"] for r in report["dry_run"]}
 

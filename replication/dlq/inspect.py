@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from replication.contracts import ContractInfo
-from replication.dlq.messages import DeadLetter, Described, FailureRecord, describe, reason_summary
+from replication.dlq.messages import (
+    DeadLetter,
+    Described,
+    FailureRecord,
+    Selection,
+    describe,
+    reason_summary,
+)
 from replication.dlq.queues import Queues, Scan
 from replication.errors import ConfigurationError
 from replication.manifest import Manifest
@@ -124,6 +131,27 @@ class Inspector:
             describe(m, target.queue, target.info, records.get(m.source_message_id))
             for m in letters
         ]
+
+    def selector(
+        self,
+        target: Target,
+        selection: Selection,
+        *,
+        keep: dict[str, Described] | None = None,
+    ) -> Callable[[DeadLetter], bool]:
+        """Whether ``selection`` selects a message of ``target``'s DLQ (for move_messages).
+
+        With ``keep``, each description is kept by message id, for a hand-over that
+        needs it again.
+        """
+
+        def select(letter: DeadLetter) -> bool:
+            [item] = self.describe(target, [letter])
+            if keep is not None:
+                keep[letter.message_id] = item
+            return selection.matches(item)
+
+        return select
 
     def read(self, target: Target, *, limit: int | None = None) -> tuple[Scan, list[Described]]:
         """The DLQ's messages (made visible again after reading), described."""

@@ -14,7 +14,7 @@ from typing import TextIO
 
 from replication.dlq.archive import ArchivedMessage, to_line
 from replication.dlq.inspect import Inspector, Target
-from replication.dlq.messages import DeadLetter, Selection
+from replication.dlq.messages import DeadLetter, Described, Selection
 from replication.dlq.move import MoveReport, move_messages
 from replication.dlq.queues import Outgoing, Queues
 
@@ -64,12 +64,11 @@ def export_dlq(
         report.complete = scan.complete
         return report
 
-    def select(letter: DeadLetter) -> bool:
-        return selection.matches(inspector.describe(target, [letter])[0])
+    kept: dict[str, Described] = {}
 
     def write(letters: Sequence[DeadLetter]) -> dict[str, str]:
-        for item in inspector.describe(target, letters):
-            out.write(to_line(item))
+        for letter in letters:
+            out.write(to_line(kept.pop(letter.message_id)))
         _flush(out)
         report.written += len(letters)
         return {}
@@ -78,7 +77,7 @@ def export_dlq(
         inspector.queues,
         target.dlq,
         write,
-        select=select,
+        select=inspector.selector(target, selection, keep=kept),
         fifo=target.fifo,
         visibility=visibility,
         progress=progress,

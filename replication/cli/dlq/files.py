@@ -118,12 +118,12 @@ def cmd_purge(args: argparse.Namespace) -> int:
     inspector = context.inspector(args.service)
     deleted = 0
     for target in context.targets:
-
-        def select(letter: Any, target: Any = target) -> bool:
-            return bool(selection.matches(inspector.describe(target, [letter])[0]))
-
         report = move_messages(
-            context.queues, target.dlq, lambda _letters: {}, select=select, fifo=target.fifo
+            context.queues,
+            target.dlq,
+            lambda _letters: {},
+            select=inspector.selector(target, selection),
+            fifo=target.fifo,
         )
         deleted += len(report.moved) - len(report.not_deleted)
         print(f"{target.dlq}: deleted {len(report.moved) - len(report.not_deleted)}")

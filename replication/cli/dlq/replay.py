@@ -35,15 +35,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 results.append(outcome)
                 continue
 
-        def select(letter: Any, target: Any = target) -> bool:
-            return bool(selection.matches(inspector.describe(target, [letter])[0]))
-
         with progress(depth.visible, target.dlq) as advance:
             report = move_messages(
                 context.queues,
                 target.dlq,
                 replay_hand_over(context.queues, target.queue, fifo=target.fifo),
-                select=select,
+                select=inspector.selector(target, selection),
                 fifo=target.fifo,
                 visibility=args.visibility_timeout,
                 rate=RateLimit(args.rate),
