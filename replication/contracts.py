@@ -31,7 +31,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, create_model, field_validator
 
 from replication.errors import ContractDefinitionError, UnknownContractError
 from replication.fields import (
@@ -83,6 +83,23 @@ class ContractInfo:
         """Names of the fields marked :data:`Pii`."""
         return frozenset(name for name, spec in self.fields.items() if spec.pii)
 
+    def reader(self, fields: Iterable[str]) -> type[Contract]:
+        """The model a consumer validates events with: only ``fields`` (and the key).
+
+        A consumer is a tolerant reader: fields it does not mirror, and fields
+        it does not know yet, are ignored, so an owner can add a field or
+        change one nobody mirrors without breaking anyone. The kept fields keep
+        their types, constraints and field validators; model validators
+        (rules across fields) belong to the owner and do not run here.
+        """
+        wanted = set(fields) | set(self.key)
+        names = tuple(name for name in self.fields if name in wanted)
+        slot = (self.model, names)
+        model = _readers.get(slot)
+        if model is None:
+            model = _readers[slot] = _reader_model(self, names)
+        return model
+
 
 class Contract(BaseModel):
     """Base of every contract; subclass with ``entity=``, ``version=`` and ``key=``."""
@@ -133,6 +150,42 @@ class Contract(BaseModel):
     def key_values(self) -> tuple[Any, ...]:
         """The values of the key fields, in key order."""
         return tuple(getattr(self, name) for name in self.__contract__.key)
+
+
+class _Reader(Contract):
+    """Base of the consumer-side views of contracts: unknown fields are ignored."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+_readers: dict[tuple[type[Contract], tuple[str, ...]], type[Contract]] = {}
+
+
+def _reader_model(info: ContractInfo, names: tuple[str, ...]) -> type[Contract]:
+    inherited = set(Contract.__pydantic_decorators__.field_validators)
+    validators: dict[str, Any] = {}
+    for name, decorator in info.model.__pydantic_decorators__.field_validators.items():
+        targets = decorator.info.fields
+        kept = targets if "*" in targets else tuple(f for f in targets if f in names)
+        if name in inherited or not kept:
+            continue
+        function = getattr(decorator.func, "__func__", decorator.func)
+        validators[name] = field_validator(*kept, mode=decorator.info.mode, check_fields=False)(
+            function
+        )
+    definitions: dict[str, Any] = {
+        name: (info.model.model_fields[name].annotation, info.model.model_fields[name])
+        for name in names
+    }
+    model = create_model(
+        f"{info.model.__name__}Reader",
+        __base__=_Reader,
+        __module__=info.model.__module__,
+        __validators__=validators,
+        **definitions,
+    )
+    model.__contract__ = info
+    return model
 
 
 def _build_info(cls: type[Contract], entity: Any, version: Any, key: Any) -> ContractInfo:

@@ -22,6 +22,7 @@ import datetime as dt
 import json
 import re
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -190,18 +191,30 @@ def encode_event(event: ChangeEvent) -> bytes:
     return text.encode()
 
 
-def decode_event(raw: bytes | str, contracts: ContractRegistry = registry) -> ChangeEvent:
-    """Parse and validate a wire event; raises InvalidEventError naming what is wrong."""
+def decode_event(
+    raw: bytes | str,
+    contracts: ContractRegistry = registry,
+    *,
+    fields: Collection[str] | None = None,
+) -> ChangeEvent:
+    """Parse and validate a wire event; raises InvalidEventError naming what is wrong.
+
+    With ``fields`` (a consumer's mirrored fields) the data is read the way a
+    consumer reads it: only those fields and the key are validated, and any
+    other field, known or not, is ignored (see ``ContractInfo.reader``).
+    """
     try:
         document = loads_strict(raw)
     except StrictJSONError as exc:
         raise InvalidEventError(str(exc)) from None
     if not isinstance(document, dict):
         raise InvalidEventError(f"a change event must be a JSON object, got {_json_type(document)}")
-    return _decode_document(document, contracts)
+    return _decode_document(document, contracts, fields)
 
 
-def _decode_document(doc: dict[str, Any], contracts: ContractRegistry) -> ChangeEvent:
+def _decode_document(
+    doc: dict[str, Any], contracts: ContractRegistry, fields: Collection[str] | None
+) -> ChangeEvent:
     event_id = doc.get("id") if isinstance(doc.get("id"), str) else None
 
     def fail(reason: str) -> InvalidEventError:
@@ -250,7 +263,8 @@ def _decode_document(doc: dict[str, Any], contracts: ContractRegistry) -> Change
     if not isinstance(data, dict):
         raise fail(f"data of an upserted event must be a JSON object, got {_json_type(data)}")
     try:
-        state = info.model.model_validate(data)
+        model = info.model if fields is None else info.reader(fields)
+        state = model.model_validate(data)
     except ValidationError as exc:
         raise fail(f"data violates {info.label}: {describe_validation_error(exc)}") from None
     key = state.key_values()

@@ -18,12 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from contracts import Address, Customer, Product, Tier
-from replication.contracts import Contract
+from replication.contracts import Contract, ContractRegistry
 from replication.errors import InvalidEventError, ReplicationError
-from replication.events import ChangeEvent, decode_event, deleted, encode_event, upserted
+from replication.events import (
+    ChangeEvent,
+    decode_event,
+    deleted,
+    encode_event,
+    to_document,
+    upserted,
+)
 from replication.keys import decode_subject, encode_subject
 from replication.manifest import Manifest, MirrorDeclaration
 from replication.mirror import apply_changes
@@ -908,3 +915,58 @@ def test_an_owner_cannot_build_an_invalid_event(
 ) -> None:
     with pytest.raises((ValueError, TypeError), match=re.escape(phrase)):
         build()
+
+
+# -- the consumer's reading: only the mirrored fields are validated ---------------------
+
+
+class Parcel(Contract, entity="shipping.parcel", version=1, key="id", register=False):
+    id: int
+    label: str = Field(max_length=5)
+    weight: int = Field(ge=0)
+    note: str
+
+    @field_validator("label")
+    @classmethod
+    def _upper_case(cls, value: str) -> str:
+        if value != value.upper():
+            raise ValueError("label must be upper case")
+        return value
+
+
+def _parcel_event(**data: Any) -> bytes:
+    document = to_document(upserted(Parcel(id=7, label="AB", weight=3, note="n"), 1))
+    document["data"].update(data)
+    return json.dumps(document).encode()
+
+
+def _parcels() -> ContractRegistry:
+    contracts = ContractRegistry()
+    contracts.register(Parcel)
+    return contracts
+
+
+def test_a_reader_ignores_fields_it_does_not_mirror_and_fields_it_does_not_know() -> None:
+    raw = _parcel_event(weight=-5, note=None, added_later="x")
+
+    with pytest.raises(InvalidEventError, match="weight"):
+        decode_event(raw, _parcels())  # the owner's full contract refuses it
+    event = decode_event(raw, _parcels(), fields=("id", "label"))
+
+    assert event.data is not None
+    assert event.data.model_dump() == {"id": 7, "label": "AB"}
+    assert event.key == (7,)
+    assert not hasattr(event.data, "weight")
+
+
+def test_a_reader_keeps_the_constraints_and_validators_of_the_mirrored_fields() -> None:
+    with pytest.raises(InvalidEventError, match="label: String should have at most 5"):
+        decode_event(_parcel_event(label="TOOLONG"), _parcels(), fields=("label",))
+    with pytest.raises(InvalidEventError, match="label: label must be upper case"):
+        decode_event(_parcel_event(label="ab"), _parcels(), fields=("label",))
+    with pytest.raises(InvalidEventError, match="NUL"):
+        decode_event(_parcel_event(label="A\x00"), _parcels(), fields=("label",))
+    with pytest.raises(InvalidEventError, match="id: "):
+        decode_event(_parcel_event(id="seven"), _parcels(), fields=("label",))  # key always
+    reader = Parcel.__contract__.reader(["label"])
+    assert reader is Parcel.__contract__.reader(["id", "label"])  # built once

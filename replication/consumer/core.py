@@ -227,7 +227,7 @@ class Consumer:
             pointer = parse_pointer(message)
             if pointer is not None:
                 message = self._fetch(pointer)
-            event = decode_event(message)
+            event = decode_event(message, fields=route.declaration.fields)
         except InvalidEventError as exc:
             batch.poison.append(_Poison(delivery, route, str(exc), event_id=exc.event_id))
             return None
