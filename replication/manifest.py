@@ -24,6 +24,7 @@ __all__ = [
     "OwnedEntity",
     "load_manifest",
     "load_manifests",
+    "mirrored_as_written",
 ]
 
 import os
@@ -127,9 +128,7 @@ class Manifest:
 
 def load_manifests(paths: list[Path], contracts: ContractRegistry = registry) -> list[Manifest]:
     """Load several manifests (files, or folders searched for replication.yaml)."""
-    files: list[Path] = []
-    for path in paths:
-        files.extend(sorted(path.rglob(MANIFEST_NAME)) if path.is_dir() else [path])
+    files = _manifest_files(paths)
     issues: list[ManifestIssue] = []
     manifests: list[Manifest] = []
     for file in files:
@@ -152,6 +151,38 @@ def load_manifests(paths: list[Path], contracts: ContractRegistry = registry) ->
     if issues:
         raise ManifestError(issues)
     return manifests
+
+
+def mirrored_as_written(paths: list[Path]) -> list[tuple[str, str, int, tuple[str, ...]]]:
+    """What each manifest mirrors, as ``(service, entity, version, fields)``.
+
+    Checked for shape only, not against the registered contracts: the contract
+    gate reads them to find whom a contract change reaches, and the change may
+    be exactly what makes a declaration no longer resolve.
+    """
+    found = []
+    issues: list[ManifestIssue] = []
+    for file in _manifest_files(paths):
+        try:
+            data = yaml.safe_load(file.read_text(encoding="utf-8"))
+            document = _Document.model_validate(data)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, ValidationError) as exc:
+            issues.append(ManifestIssue(str(file), "", None, f"cannot read: {exc}"))
+            continue
+        for mirrored in document.mirrors:
+            found.append(
+                (document.service, mirrored.entity, mirrored.version, tuple(mirrored.fields))
+            )
+    if issues:
+        raise ManifestError(issues)
+    return found
+
+
+def _manifest_files(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        files.extend(sorted(path.rglob(MANIFEST_NAME)) if path.is_dir() else [path])
+    return files
 
 
 def _line_of(path: Path, loc: tuple[Any, ...]) -> int | None:

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from replication.cli import commands, dlq
+from replication.cli import commands, dlq, gate
 from replication.cli.commands import EXIT_INVALID, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 from replication.errors import ConfigurationError, UnreachableError
 
@@ -56,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
 
-    contracts = groups.add_parser("contracts", help="inspect the registered contracts")
+    contracts = groups.add_parser(
+        "contracts", help="inspect the contracts; lock them and check changes against the lock"
+    )
     contracts_cmds = contracts.add_subparsers(dest="command", required=True, metavar="COMMAND")
     listing = contracts_cmds.add_parser(
         "list",
@@ -64,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Example: replication contracts list",
     )
     listing.set_defaults(func=commands.cmd_contracts_list)
+    gate.add_commands(contracts_cmds)
 
     manifests = groups.add_parser("manifests", help="check service manifests")
     manifests_cmds = manifests.add_subparsers(dest="command", required=True, metavar="COMMAND")

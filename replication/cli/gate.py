@@ -1,0 +1,166 @@
+"""``replication contracts lock`` and ``replication contracts check``."""
+
+from __future__ import annotations
+
+__all__ = ["add_commands", "cmd_check", "cmd_lock"]
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from replication.cli.commands import EXIT_INVALID, EXIT_OK
+from replication.compat import Change, ConsumerUse, Report, compare, lock_document, read_lock
+from replication.contracts import registry
+from replication.errors import ConfigurationError
+from replication.manifest import mirrored_as_written
+
+DEFAULT_LOCK = "contracts.lock.json"
+
+
+def advice(breaking: tuple[Change, ...]) -> str:
+    """What to do about breaking changes, naming the versions to publish."""
+    steps = []
+    for label in sorted({c.contract for c in breaking}):
+        entity, version = label.rsplit(" v", 1)
+        new = f"{entity} v{int(version) + 1}"
+        steps.append(f"publish {new} alongside {label} (with a declared conversion to v{version})")
+    return (
+        "A breaking change cannot be made in place: "
+        + "; ".join(steps)
+        + ", move each consumer to the new version, then retire the old one once nothing "
+        "mirrors it. See docs/compatibility.md."
+    )
+
+
+def add_commands(contracts_cmds: Any) -> None:
+    """Add ``lock`` and ``check`` to the ``contracts`` group."""
+    lock = contracts_cmds.add_parser(
+        "lock",
+        help="write the lock file: the JSON Schema and key of every contract version",
+        description="Write the JSON Schema and key of every registered contract version to "
+        "the lock file. Refuses when the change from the current lock would break a "
+        "consumer, unless --force.",
+        epilog="Example: replication contracts lock --manifests examples",
+    )
+    check = contracts_cmds.add_parser(
+        "check",
+        help="classify every change against the lock and the consumers; exit 1 if breaking",
+        description="Compare the registered contracts with the lock file and with what every "
+        "consumer's manifest mirrors. Each change is compatible, breaking for named "
+        "consumers, or breaking for nobody (no consumer mirrors the field). Exit 1 on "
+        "a change that breaks a consumer.",
+        epilog="Example: replication contracts check --manifests examples --strict",
+    )
+    for command in (lock, check):
+        command.add_argument("--lock", default=DEFAULT_LOCK, help=f"lock file ({DEFAULT_LOCK})")
+        command.add_argument(
+            "--manifests",
+            nargs="+",
+            default=["examples"],
+            help="the consumers' manifest files or folders (examples)",
+        )
+    lock.add_argument(
+        "--force", action="store_true", help="write it even when a change breaks a consumer"
+    )
+    check.add_argument(
+        "--strict",
+        action="store_true",
+        help="also exit 1 when the lock is behind the contracts (for CI)",
+    )
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    lock.set_defaults(func=cmd_lock)
+    check.set_defaults(func=cmd_check)
+
+
+def _report(args: argparse.Namespace) -> Report:
+    paths = [Path(p) for p in args.manifests]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise ConfigurationError(f"no such file or folder: {', '.join(missing)}")
+    uses = [
+        ConsumerUse(service, entity, version, frozenset(fields))
+        for service, entity, version, fields in mirrored_as_written(paths)
+    ]
+    return compare(read_lock(Path(args.lock)), registry, uses)
+
+
+def _line(change: Change) -> str:
+    where = f"{change.field}: " if change.field else ""
+    text = f"  {change.verdict:<19}  {where}{change.rule} ({change.detail})"
+    if change.verdict == "breaking":
+        text += "; breaks " + "; ".join(
+            f"{service} (mirrors {', '.join(fields)})"
+            for service, fields in sorted(change.consumers.items())
+        )
+    elif change.verdict == "breaking for nobody":
+        text += "; no consumer mirrors it"
+    return text
+
+
+def _print(report: Report) -> None:
+    contract = None
+    for change in report.changes:
+        if change.contract != contract:
+            contract = change.contract
+            print(contract)
+        print(_line(change))
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Classify the changes since the lock; exit 1 when one breaks a consumer."""
+    report = _report(args)
+    breaking = report.breaking
+    behind = bool(report.changes)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "changes": [c.as_json() for c in report.changes],
+                    "breaking": len(breaking),
+                    "lock_current": not behind,
+                },
+                indent=2,
+            )
+        )
+    else:
+        _print(report)
+        counts: dict[str, int] = {}
+        for change in report.changes:
+            counts[change.verdict] = counts.get(change.verdict, 0) + 1
+        summary = ", ".join(f"{n} {verdict}" for verdict, n in sorted(counts.items()))
+        print(
+            f"{len(report.changes)} change(s) since {args.lock}"
+            + (f": {summary}" if summary else "")
+        )
+        if breaking:
+            consumers = sorted({s for c in breaking for s in c.consumers})
+            print(f"error: breaks {', '.join(consumers)}. {advice(breaking)}", file=sys.stderr)
+        elif behind:
+            print(
+                "the lock is behind the contracts: run `replication contracts lock` "
+                f"and commit {args.lock}"
+            )
+    if breaking or (behind and args.strict):
+        return EXIT_INVALID
+    return EXIT_OK
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    """Write the lock; refuse changes that break a consumer unless --force."""
+    path = Path(args.lock)
+    if path.exists():
+        report = _report(args)
+        if report.breaking and not args.force:
+            _print(Report(report.breaking))
+            print(
+                "error: not locking changes that break a consumer. "
+                f"{advice(report.breaking)} (--force locks them anyway)",
+                file=sys.stderr,
+            )
+            return EXIT_INVALID
+    document = lock_document(registry)
+    path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    print(f"wrote {path}: {len(document['contracts'])} contract version(s)")
+    return EXIT_OK
