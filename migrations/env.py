@@ -15,7 +15,8 @@ from typing import Any
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from replication.migrations import notify_writer
+from replication.migrations import revision_processor
+from replication.mirror.evolution import ReviewNotes
 
 config = context.config
 manifest = config.attributes.get("replication.manifest")
@@ -32,6 +33,8 @@ if manifest is None:
         "version_locations", str(Path(__file__).parent / "versions" / manifest.service)
     )
 
+assert metadata is not None
+
 OPTIONS: dict[str, Any] = {
     "target_metadata": metadata,
     "version_table": f"alembic_version_{manifest.service}",
@@ -39,7 +42,11 @@ OPTIONS: dict[str, Any] = {
     "compare_server_default": False,
     "render_as_batch": True,  # SQLite alters tables by copying them
     "user_module_prefix": "replication.mirror.tables.",
-    "process_revision_directives": notify_writer,
+    # The outbox's NOTIFY trigger; notes on added and dropped columns; unsafe type
+    # changes refused (see replication.mirror.evolution).
+    "process_revision_directives": revision_processor(
+        manifest, config.attributes.setdefault("replication.notes", ReviewNotes())
+    ),
     # Only this service's tables: other services may share the database.
     "include_name": lambda name, kind, parent: kind != "table" or name in metadata.tables,
 }

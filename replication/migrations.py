@@ -16,6 +16,7 @@ __all__ = [
     "describe_difference",
     "downgrade",
     "generate",
+    "revision_processor",
     "service_metadata",
     "upgrade",
 ]
@@ -34,6 +35,7 @@ from replication.consumer.failures_table import failures_table
 from replication.dburl import sqlalchemy_url
 from replication.errors import ConfigurationError
 from replication.manifest import Manifest
+from replication.mirror.evolution import ReviewNotes, review
 from replication.mirror.tables import mirror_table
 from replication.outbox.table import (
     OUTBOX_TABLE,
@@ -73,6 +75,7 @@ def alembic_config(
     config.set_main_option("sqlalchemy.url", sqlalchemy_url(url).replace("%", "%%"))
     config.attributes["replication.manifest"] = manifest
     config.attributes["replication.metadata"] = service_metadata(manifest)
+    config.attributes["replication.notes"] = ReviewNotes()
     return config
 
 
@@ -198,6 +201,17 @@ def _render_create(autogen_context: Any, op: CreateOutboxNotifyOp) -> str:
 @renderers.dispatch_for(DropOutboxNotifyOp)
 def _render_drop(autogen_context: Any, op: DropOutboxNotifyOp) -> str:
     return f"op.drop_outbox_notify({op.table_name!r})"
+
+
+def revision_processor(manifest: Manifest, notes: ReviewNotes) -> Any:
+    """Alembic's ``process_revision_directives`` for a service: the outbox trigger, then
+    :func:`replication.mirror.evolution.review` (notes, and refusal of unsafe type changes)."""
+
+    def process(context: MigrationContext, revision: Any, directives: list[Any]) -> None:
+        notify_writer(context, revision, directives)
+        review(manifest, directives, notes)
+
+    return process
 
 
 notify_writer = rewriter.Rewriter()
