@@ -11,18 +11,21 @@ import importlib.util
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from replication import contracts as contracts_module
-from replication.events import upserted
+from replication.events import encode_event, upserted
 from replication.manifest import load_manifest
 from replication.mirror import apply_changes
 from replication.mirror.render import statements_for
+from tests.consumer_support import harness, sqs_record
+from tests.consumer_support import rows as consumer_rows
+from tests.databases import connect
 from tests.test_outbox import engine_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,16 +87,22 @@ class Project:
     def revisions(self) -> list[str]:
         return [p.read_text() for p in sorted(self.versions.glob("*.py"), key=os.path.getmtime)]
 
-    def write(self, engine: sa.Engine, key: int, version: int, **data: object) -> None:
-        """Apply one upsert through the real apply path, with the declared contract."""
+    def write_module(self) -> Any:
+        """Import the declared contracts module afresh (as ``shop_contracts``)."""
         spec = importlib.util.spec_from_file_location(
-            f"shop_contracts_{uuid.uuid4().hex}", self.tmp / "shop_contracts.py"
+            "shop_contracts", self.tmp / "shop_contracts.py"
         )
         assert spec is not None
         assert spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         contracts_module.registry._contracts.pop(("shipping.parcel", 1), None)
+        sys.modules["shop_contracts"] = module
         spec.loader.exec_module(module)
+        return module
+
+    def write(self, engine: sa.Engine, key: int, version: int, **data: object) -> None:
+        """Apply one upsert through the real apply path, with the declared contract."""
+        module = self.write_module()
         manifest = load_manifest(self.tmp / "stores" / "replication.yaml")
         [declaration] = manifest.mirrors
         statements = statements_for(declaration, engine.dialect.name)
@@ -121,6 +130,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine
 def project(engine: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
     # The throwaway contract registers in a registry of its own for this test.
     monkeypatch.setattr(contracts_module.registry, "_contracts", {})
+    monkeypatch.delitem(sys.modules, "shop_contracts", raising=False)
     return Project(tmp_path, engine.url.render_as_string(False))
 
 
@@ -218,3 +228,39 @@ def test_a_type_change_needing_a_data_migration_is_refused_and_a_widening_is_mad
     project.ok("check")
     project.write(engine, 2, 1, label="y" * 80)
     assert rows(engine) == {1: ("x" * 50,), 2: ("y" * 80,)}
+
+
+def test_an_event_for_a_column_not_migrated_yet_is_retried_then_applied_after_upgrade(
+    engine: sa.Engine, project: Project, tmp_path: Path
+) -> None:
+    project.declare(CONTRACT, "id, label")
+    project.ok("generate", "-m", "create")
+    project.ok("upgrade")
+    # The consumer deploys its new declaration before its migration runs.
+    project.declare(CONTRACT + WEIGHT, "id, label, weight")
+    parcel = project.write_module().Parcel
+    manifest = load_manifest(project.tmp / "stores" / "replication.yaml")
+
+    body = encode_event(upserted(parcel(id=5, label="new", weight=3), 1)).decode()
+    record = sqs_record(body, queue="dev-stores--shipping-parcel-v1", receive_count=1)
+    database = connect(engine.dialect.name, tmp_path)
+    apply = harness(database, manifest)
+    try:
+        response = apply({"Records": [record]})
+        assert apply.failed_ids(response) == [record["messageId"]]  # SQS retries it
+        assert apply.dead_letters.messages == []
+        assert rows(engine) == {}  # nothing applied, not even the label
+        [reason] = [
+            row[0] for row in consumer_rows(database, "SELECT reason FROM replication_failures")
+        ]
+        assert "the mirror lacks column weight: a migration is pending" in reason
+        assert "replication migrations upgrade --service stores" in reason
+
+        project.ok("generate", "-m", "mirror weight")
+        project.ok("upgrade")
+        retried = {**record, "attributes": {**record["attributes"], "ApproximateReceiveCount": "2"}}
+        assert apply.failed_ids(apply({"Records": [retried]})) == []
+        assert rows(engine) == {5: ("new", 3)}
+    finally:
+        apply.close()
+        database.close()

@@ -57,18 +57,22 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _missing(what: str, message: str) -> str:
+def _missing(what: str, message: str, service: str) -> str:
     name = re.search(r"[\"'`]([^\"'`]+)[\"'`]", message)
     subject = f"{what} {name.group(1)}" if name else f"a {what}"
     return (
         f"the mirror lacks {subject}: a migration is pending; apply it "
-        f"(replication migrations upgrade --service <consumer>) and the retries will succeed "
+        f"(replication migrations upgrade --service {service}) and the retries will succeed "
         f"({message})"
     )
 
 
-def classify(exc: BaseException) -> Verdict:
-    """The verdict on ``exc``, raised by psycopg2, PyMySQL or sqlite3 during an apply."""
+def classify(exc: BaseException, service: str = "<consumer>") -> Verdict:
+    """The verdict on ``exc``, raised by psycopg2, PyMySQL or sqlite3 during an apply.
+
+    ``service`` is the consumer whose mirror was written: a pending migration's
+    reason names the command that applies it.
+    """
     driver = _driver(exc)
     message = _first_line(exc)
     name = type(exc).__name__
@@ -79,7 +83,7 @@ def classify(exc: BaseException) -> Verdict:
         if code[:2] in _PG_CONNECTION_CLASSES:
             return Verdict(CONNECTION, f"database connection lost ({code}): {message}")
         if code in _PG_MISSING:
-            return Verdict(TRANSIENT, _missing(_PG_MISSING[code], message))
+            return Verdict(TRANSIENT, _missing(_PG_MISSING[code], message, service))
         if code[:2] in _PG_TRANSIENT_CLASSES:
             return Verdict(TRANSIENT, f"database busy ({code}): {message}")
         if code[:2] in _PG_DATA_CLASSES:
@@ -91,7 +95,7 @@ def classify(exc: BaseException) -> Verdict:
         if name == "InterfaceError" or number in _MY_CONNECTION:
             return Verdict(CONNECTION, f"database connection lost ({number}): {text}")
         if number in _MY_MISSING:
-            return Verdict(TRANSIENT, _missing(_MY_MISSING[number], text))
+            return Verdict(TRANSIENT, _missing(_MY_MISSING[number], text, service))
         if number in _MY_TRANSIENT:
             return Verdict(TRANSIENT, f"database busy ({number}): {text}")
         if number in _MY_DATA or name in ("DataError", "IntegrityError"):
@@ -100,9 +104,9 @@ def classify(exc: BaseException) -> Verdict:
     if driver == "sqlite3":
         lowered = message.lower()
         if "no such column" in lowered or "has no column" in lowered:
-            return Verdict(TRANSIENT, _missing("column", message))
+            return Verdict(TRANSIENT, _missing("column", message, service))
         if "no such table" in lowered:
-            return Verdict(TRANSIENT, _missing("table", message))
+            return Verdict(TRANSIENT, _missing("table", message, service))
         if name in ("IntegrityError", "DataError"):
             return Verdict(DATA, f"database refused a value: {message}")
         if name == "ProgrammingError" and "closed" in lowered:

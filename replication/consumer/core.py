@@ -308,7 +308,7 @@ class Consumer:
             else:
                 connection.commit()
         except Exception as exc:
-            verdict = classify(exc)
+            verdict = classify(exc, route.declaration.service)
             if self._connection is not None and verdict.kind != CONNECTION:
                 try:
                     self._connection.rollback()
