@@ -37,6 +37,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
 from replication.contracts import ContractInfo, ContractRegistry, registry
+from replication.conversions import conversions
 from replication.errors import ConfigurationError, ManifestError, ManifestIssue
 
 IDENTIFIER_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -248,6 +249,7 @@ def _resolve(
             "url_env must name an environment variable (upper case, e.g. ORDERS_DATABASE_URL), "
             "never hold the URL itself: secrets do not belong in manifests",
         )
+    published: dict[str, dict[int, tuple[int, ContractInfo]]] = {}
     for i, owned in enumerate(document.owns):
         info = _contract(contracts, owned.entity, owned.version, ("owns", i), report)
         if info is not None and info.owner != service:
@@ -255,6 +257,12 @@ def _resolve(
                 ("owns", i, "entity"),
                 f"{owned.entity} belongs to service {info.owner!r}, not {service!r}",
             )
+        elif info is not None and info.version in published.get(info.entity, {}):
+            report(("owns", i), f"{info.label} is listed twice")
+        elif info is not None:
+            published.setdefault(info.entity, {})[info.version] = (i, info)
+    for versions in published.values():
+        _check_versions(service, versions, report)
     mirrors = []
     tables: dict[str, int] = {}
     for i, mirrored in enumerate(document.mirrors):
@@ -288,6 +296,36 @@ def _resolve(
     if issues:
         raise ManifestError(issues)
     return Manifest(path, service, url_env, tuple(document.owns), tuple(mirrors), document.account)
+
+
+def _check_versions(
+    service: str, versions: dict[int, tuple[int, ContractInfo]], report: Any
+) -> None:
+    """Every version an owner publishes comes from recording the newest one."""
+    index, newest = versions[max(versions)]
+    newer = conversions.into(newest)
+    if newer is not None:
+        report(
+            ("owns", index),
+            f"{newest.label} is derived from {newer.source.label} by a declared conversion: "
+            f"{service} must own {newer.source.label} and record its changes",
+        )
+        return
+    written = set(conversions.published_with(newest))
+    for version in sorted(set(versions) - written):
+        report(
+            ("owns", versions[version][0]),
+            f"{service} publishes {newest.label} and v{version}, but no conversion derives "
+            f"v{version} from v{newest.version}: declare one with "
+            "replication.conversions.conversion (see docs/compatibility.md)",
+        )
+    for version in sorted(written - set(versions)):
+        report(
+            ("owns", index),
+            f"recording {newest.label} also writes v{version} (a declared conversion), which "
+            f"{service} does not list in owns: add it, or drop the conversion once no "
+            f"consumer reads v{version}",
+        )
 
 
 def _contract(

@@ -44,6 +44,7 @@ from sqlalchemy.orm import Mapper, ORMExecuteState, Session, UOWTransaction, obj
 from sqlalchemy.orm.attributes import instance_state
 
 from replication.contracts import Contract, ContractInfo
+from replication.conversions import with_older_versions
 from replication.errors import ReplicationError
 from replication.events import ChangeEvent, deleted, describe_validation_error, upserted
 from replication.outbox.record import insert_rows, outbox_row
@@ -168,7 +169,10 @@ class OutboxTracker:
                 "flush that changes it"
             )
         emitted[slot] = (change.version, fingerprint)
-        session.info.setdefault(_PENDING, []).append((connection, row))
+        pending = session.info.setdefault(_PENDING, [])
+        pending.append((connection, row))
+        # Older major versions derived by a declared conversion go in the same transaction.
+        pending.extend((connection, outbox_row(older)) for older in with_older_versions(change)[1:])
 
     # -- session events ---------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from replication.contracts import Contract, ContractInfo
+from replication.conversions import with_older_versions
 from replication.events import ChangeEvent, deleted, encode_event, upserted
 from replication.outbox.table import outbox_table
 
@@ -103,9 +104,14 @@ def insert_rows(connection: sa.Connection, rows: list[dict[str, Any]], table: sa
 def record_event(
     target: sa.Connection | Session, *events: ChangeEvent, table: sa.Table = _DEFAULT
 ) -> None:
-    """Insert change events into the outbox, in the transaction of ``target``."""
+    """Insert change events into the outbox, in the transaction of ``target``.
+
+    Each event is recorded in its own version and in every older version
+    derived from it by a declared conversion (see :mod:`replication.conversions`).
+    """
     if events:
-        insert_rows(_connection(target), [outbox_row(e) for e in events], table)
+        rows = [outbox_row(e) for event in events for e in with_older_versions(event)]
+        insert_rows(_connection(target), rows, table)
 
 
 def record_upsert(
