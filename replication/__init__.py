@@ -5,6 +5,7 @@ SQLAlchemy, boto3 or a database driver.
 """
 
 from replication.contracts import Contract, ContractInfo, ContractRegistry, Pii, registry
+from replication.conversions import conversion
 from replication.errors import (
     ConfigurationError,
     InvalidEventError,
@@ -33,6 +34,7 @@ __all__ = [
     "ReplicationError",
     "TransientError",
     "apply_changes",
+    "conversion",
     "decode_event",
     "deleted",
     "encode_event",

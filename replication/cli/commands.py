@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -255,12 +256,22 @@ def cmd_migrations(args: argparse.Namespace) -> int:
     url = args.url or manifest.database_url()
     versions = Path(args.versions) if args.versions else None
     config = migrations.alembic_config(manifest, url, versions=versions)
+    # Alembic says each step it runs ("Running upgrade a -> b, message") through logging.
+    alembic_log = logging.getLogger("alembic.runtime.migration")
+    if not alembic_log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.addFilter(lambda record: record.getMessage().startswith("Running "))
+        alembic_log.addHandler(handler)
+        alembic_log.setLevel(logging.INFO)
     if args.command == "generate":
         migrations.generate(config, args.message)
     elif args.command == "upgrade":
         migrations.upgrade(config, args.revision)
+        print(f"{manifest.service}: upgraded to {args.revision}")
     elif args.command == "downgrade":
         migrations.downgrade(config, args.revision)
+        print(f"{manifest.service}: downgraded to {args.revision}")
     else:
         migrations.check(config)
         print(f"{manifest.service}: the database matches the declarations")
