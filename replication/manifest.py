@@ -62,6 +62,11 @@ class OwnedEntity(_Strict):
     # as 1 (and "yes" as True); a manifest says exactly what it means.
     version: StrictInt = Field(ge=1)
     fifo: StrictBool = False
+    source: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$",
+        description="module:attribute of the OwnerSource (backfill and reconcile read it)",
+    )
 
 
 class _Mirrored(_Strict):

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from contracts import Product
 from replication.outbox import outbox_table
 from replication.outbox.record import record_delete, record_upsert
+from replication.sync.source import OwnerSource
 
 metadata = sa.MetaData()
 products = sa.Table(
@@ -26,6 +27,10 @@ products = sa.Table(
     sa.Column("stock", sa.Integer, nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
 )
+
+
+product_source = OwnerSource(Product, products, version="version")
+"""Where backfills and reconciles read catalog's products (named in its manifest)."""
 
 
 def create_schema(engine: sa.Engine) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -19,6 +19,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from contracts import Address, Customer, Tier
 from replication.outbox import outbox_table
 from replication.outbox.orm import OutboxTracker
+from replication.sync.source import OwnerSource
+from replication.sync.sql import json_object
 
 
 class Base(DeclarativeBase):
@@ -69,6 +71,25 @@ def to_contract(row: CustomerRow) -> Customer:
 
 tracker = OutboxTracker()
 tracker.track(CustomerRow, Customer, to_contract=to_contract)
+
+customers = cast(sa.Table, CustomerRow.__table__)
+"""crm's customer table as a Core table."""
+_customers = customers
+customer_source = OwnerSource(
+    Customer,
+    customers,
+    version="version",
+    columns={
+        "address": json_object(
+            street=_customers.c.street,
+            city=_customers.c.city,
+            postal_code=_customers.c.postal_code,
+            country=_customers.c.country,
+        )
+    },
+    to_contract=to_contract,
+)
+"""Where backfills and reconciles read crm's customers (named in its manifest)."""
 
 
 def create_schema(engine: sa.Engine) -> None:

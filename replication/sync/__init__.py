@@ -1,0 +1,1 @@
+"""Backfill a consumer from its owner, and reconcile mirrors with their owners."""

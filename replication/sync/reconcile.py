@@ -1,0 +1,256 @@
+"""Compare a mirror with its owner's table without moving the rows across.
+
+Two passes, each run on both databases at once:
+
+1. **buckets**: every live row is hashed inside its database (key, version
+   and the mirrored fields, in canonical text, see :mod:`replication.sync.sql`)
+   and the hashes are counted and summed per bucket of keys. Only the bucket
+   sums travel: a few thousand numbers, whatever the table size.
+2. **keys**: the rows of the buckets whose sums differ are streamed from both
+   sides in the same order (an integer hash of the key) and merged, which
+   names each differing key.
+
+A key is *missing* (the owner has it, the mirror has no live row), *extra*
+(a live mirror row the owner no longer has), *older* (the mirror holds an
+older version), *differs* (same version, other content) or *ahead* (the
+mirror holds a newer version than the owner, which a correct owner never
+causes).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DRIFT_KINDS",
+    "Drift",
+    "Reconciliation",
+    "Side",
+    "mirror_side",
+    "owner_side",
+    "reconcile",
+]
+
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.sql.expression import ColumnElement
+
+from replication.manifest import MirrorDeclaration
+from replication.mirror.tables import DELETED, VERSION, mirror_table
+from replication.sync.source import OwnerSource
+from replication.sync.sql import SEPARATOR, bucket_of, canonical, joined, key_order, row_hash
+
+DriftKind = Literal["missing", "extra", "older", "differs", "ahead"]
+DRIFT_KINDS: tuple[DriftKind, ...] = ("missing", "extra", "older", "differs", "ahead")
+
+
+@dataclass(frozen=True)
+class Side:
+    """One table to compare, with the SQL for its keys, version and mirrored fields."""
+
+    name: str
+    engine: sa.Engine
+    table: sa.Table
+    keys: Sequence[tuple[ColumnElement[Any], str]]
+    version: ColumnElement[Any]
+    fields: Sequence[tuple[str, ColumnElement[Any], str, int | None]]
+    where: Sequence[ColumnElement[bool]] = field(default_factory=list)
+
+    @property
+    def dialect(self) -> str:
+        """The database's dialect name."""
+        return self.engine.dialect.name
+
+    def key_text(self) -> ColumnElement[Any]:
+        """The canonical text of the key."""
+        return joined([canonical(expr, kind) for expr, kind in self.keys])
+
+    def row_parts(self, skipped: frozenset[str]) -> list[ColumnElement[Any]]:
+        """The canonical texts a row's hash covers: key, version, compared fields."""
+        parts = [self.key_text(), canonical(self.version, "int")]
+        for name, expr, kind, scale in self.fields:
+            if name not in skipped:
+                parts.append(canonical(expr, kind, scale))
+        return parts
+
+
+def owner_side(
+    source: OwnerSource,
+    declaration: MirrorDeclaration,
+    engine: sa.Engine,
+    where: list[ColumnElement[bool]] | None = None,
+) -> Side:
+    """The owner's table, restricted to the fields ``declaration`` mirrors."""
+    info = declaration.contract
+    keys = [(source.expression(k), info.fields[k].kind) for k in info.key]
+    fields = [
+        (name, source.expression(name), info.fields[name].kind, info.fields[name].scale)
+        for name in declaration.fields
+        if name not in info.key
+    ]
+    return Side("owner", engine, source.table, keys, source.version_column, fields, where or [])
+
+
+def mirror_side(
+    declaration: MirrorDeclaration,
+    engine: sa.Engine,
+    where: list[ColumnElement[bool]] | None = None,
+) -> Side:
+    """The consumer's mirror: its live rows (tombstones are the owner's absent keys)."""
+    table = mirror_table(declaration)
+    info = declaration.contract
+    keys = [(table.c[k], info.fields[k].kind) for k in info.key]
+    fields = [
+        (name, table.c[name], info.fields[name].kind, info.fields[name].scale)
+        for name in declaration.fields
+        if name not in info.key
+    ]
+    live = [table.c[DELETED] == sa.false(), *(where or [])]
+    return Side("mirror", engine, table, keys, table.c[VERSION], fields, live)
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One key where the mirror differs from its owner."""
+
+    kind: DriftKind
+    subject: str
+    key: tuple[Any, ...]
+    """The key as the side holding the row stores it (the owner's, or the mirror's for extra)."""
+    owner_version: int | None
+    mirror_version: int | None
+    fields: tuple[str, ...] = ()
+    """For *differs*: the mirrored fields whose values differ."""
+
+
+@dataclass
+class Reconciliation:
+    """What a reconcile found."""
+
+    buckets: int
+    owner_rows: int = 0
+    mirror_rows: int = 0
+    differing_buckets: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DRIFT_KINDS, 0))
+    drifts: list[Drift] = field(default_factory=list)
+    """The differing keys, up to the limit asked for (``counts`` has them all)."""
+    skipped_fields: tuple[str, ...] = ()
+    """Mirrored fields left out of the content comparison (JSON across two dialects)."""
+    seconds: float = 0.0
+
+    @property
+    def total(self) -> int:
+        """Differing keys, all kinds."""
+        return sum(self.counts.values())
+
+
+def reconcile(
+    owner: Side, mirror: Side, *, buckets: int = 4096, limit: int = 10_000
+) -> Reconciliation:
+    """Compare ``owner`` and ``mirror``; at most ``limit`` drifts are kept in the report."""
+    started = time.monotonic()
+    skipped = frozenset(
+        name
+        for name, _, kind, _ in mirror.fields
+        if kind == "json" and owner.dialect != mirror.dialect
+    )
+    result = Reconciliation(buckets, skipped_fields=tuple(sorted(skipped)))
+    with ThreadPoolExecutor(2) as pool:
+        owner_sums, mirror_sums = pool.map(
+            lambda s: _bucket_sums(s, buckets, skipped), (owner, mirror)
+        )
+    result.owner_rows = sum(count for count, _ in owner_sums.values())
+    result.mirror_rows = sum(count for count, _ in mirror_sums.values())
+    differing = sorted(
+        b for b in set(owner_sums) | set(mirror_sums) if owner_sums.get(b) != mirror_sums.get(b)
+    )
+    result.differing_buckets = len(differing)
+    if differing:
+        _compare_keys(owner, mirror, differing, buckets, skipped, result, limit)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _bucket_sums(side: Side, buckets: int, skipped: frozenset[str]) -> dict[int, tuple[int, int]]:
+    inner = (
+        sa.select(
+            bucket_of(side.key_text(), buckets).label("bucket"),
+            row_hash(side.row_parts(skipped)).label("hash"),
+        )
+        .select_from(side.table)
+        .where(*side.where)
+        .subquery()
+    )
+    query = sa.select(inner.c.bucket, sa.func.count(), sa.func.sum(inner.c.hash)).group_by(
+        inner.c.bucket
+    )
+    with side.engine.connect() as connection:
+        return {int(b): (int(n), int(h)) for b, n, h in connection.execute(query)}
+
+
+def _stream(
+    side: Side, differing: list[int], buckets: int, skipped: frozenset[str]
+) -> Iterator[tuple[int, str, tuple[Any, ...], int, int]]:
+    text = side.key_text()
+    query = (
+        sa.select(
+            key_order(text).label("position"),
+            text.label("subject"),
+            sa.func.coalesce(side.version, 0).label("version"),
+            row_hash(side.row_parts(skipped)).label("hash"),
+            *(expr.label(f"key_{i}") for i, (expr, _) in enumerate(side.keys)),
+        )
+        .select_from(side.table)
+        .where(*side.where)
+        .order_by("position")
+    )
+    if len(differing) < buckets:
+        query = query.where(bucket_of(text, buckets).in_(differing))
+    with side.engine.connect() as connection:
+        streamed = connection.execution_options(stream_results=True, max_row_buffer=2000)
+        for row in streamed.execute(query):
+            yield int(row[0]), str(row[1]), tuple(row[4:]), int(row[2]), int(row[3])
+
+
+def _compare_keys(
+    owner: Side,
+    mirror: Side,
+    differing: list[int],
+    buckets: int,
+    skipped: frozenset[str],
+    result: Reconciliation,
+    limit: int,
+) -> None:
+    left = _stream(owner, differing, buckets, skipped)
+    right = _stream(mirror, differing, buckets, skipped)
+    a = next(left, None)
+    b = next(right, None)
+
+    def found(
+        kind: DriftKind, row: Any, owner_version: int | None, mirror_version: int | None
+    ) -> None:
+        result.counts[kind] += 1
+        if len(result.drifts) < limit:
+            subject = row[1].replace(SEPARATOR, ",")
+            result.drifts.append(Drift(kind, subject, row[2], owner_version, mirror_version))
+
+    while a is not None or b is not None:
+        if b is None or (a is not None and (a[0], a[1]) < (b[0], b[1])):
+            assert a is not None
+            found("missing", a, a[3], None)
+            a = next(left, None)
+        elif a is None or (b[0], b[1]) < (a[0], a[1]):
+            found("extra", b, None, b[3])
+            b = next(right, None)
+        else:
+            if b[3] < a[3]:
+                found("older", a, a[3], b[3])
+            elif b[3] > a[3]:
+                found("ahead", a, a[3], b[3])
+            elif a[4] != b[4]:
+                found("differs", a, a[3], b[3])
+            a = next(left, None)
+            b = next(right, None)

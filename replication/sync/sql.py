@@ -1,0 +1,182 @@
+"""SQL that both sides of a comparison compute the same way, inside each database.
+
+Every mirrored value is turned into one canonical text per field kind (UTC
+timestamps with microseconds, decimals at the contract's scale, lower-case
+UUIDs, normalised JSON, ``1``/``0`` for booleans), so that an owner's column
+and a mirror's column holding the same value give the same text, whatever
+their SQL types. A row's texts are joined and hashed with MD5, which
+PostgreSQL, MariaDB and MySQL all compute on the UTF-8 bytes; the first 15
+hex digits become an integer that can be summed per bucket. A key's bucket
+comes from the hash of its text alone, so both sides put a key in the same
+bucket without agreeing on a sort order (their collations may differ).
+
+JSON is normalised by each database's own rules (``jsonb`` text on
+PostgreSQL, ``JSON_NORMALIZE`` on MariaDB), which agree within a dialect;
+across dialects JSON fields are left out of the content hash (see
+``Comparison``).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "NULL_MARK",
+    "SEPARATOR",
+    "bucket_of",
+    "canonical",
+    "joined",
+    "json_object",
+    "key_order",
+    "row_hash",
+]
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ColumnElement, FunctionElement
+
+SEPARATOR = "\x1f"
+NULL_MARK = "\x1e"
+
+
+class canonical(FunctionElement[str]):  # noqa: N801 - reads as a SQL function
+    """The canonical text of ``value``, a field of ``kind`` (``scale``: decimals)."""
+
+    type = sa.String()
+    inherit_cache = False
+
+    def __init__(self, value: ColumnElement[Any], kind: str, scale: int | None = None) -> None:
+        self.kind = kind
+        self.scale = scale
+        super().__init__(value)
+
+
+class _md5_int(FunctionElement[int]):  # noqa: N801
+    """The first ``digits`` hex digits of MD5(text) as a non-negative integer."""
+
+    type = sa.BigInteger()
+    inherit_cache = False
+
+    def __init__(self, text: ColumnElement[Any], digits: int) -> None:
+        self.digits = digits
+        super().__init__(text)
+
+
+def _arg(compiler: Any, element: FunctionElement[Any], **kw: Any) -> str:
+    [value] = list(element.clauses)
+    return str(compiler.process(value, **kw))
+
+
+@compiles(canonical, "postgresql")
+def _canonical_pg(element: canonical, compiler: Any, **kw: Any) -> str:
+    x = _arg(compiler, element, **kw)
+    kind = element.kind
+    if kind in ("str", "enum", "int", "float"):
+        return f"CAST({x} AS TEXT)"
+    if kind == "uuid":
+        return f"lower(CAST({x} AS TEXT))"
+    if kind == "bool":
+        return f"CASE WHEN {x} THEN '1' WHEN NOT {x} THEN '0' END"
+    if kind == "decimal":
+        return f"CAST(round(CAST({x} AS NUMERIC), {int(element.scale or 0)}) AS TEXT)"
+    if kind == "datetime":
+        return f"to_char({x} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"
+    if kind == "date":
+        return f"to_char({x}, 'YYYY-MM-DD')"
+    if kind == "json":
+        return f"CAST(CAST({x} AS JSONB) AS TEXT)"
+    raise ValueError(f"no canonical text for kind {kind}")
+
+
+@compiles(canonical, "mysql")
+@compiles(canonical, "mariadb")
+def _canonical_mysql(element: canonical, compiler: Any, **kw: Any) -> str:
+    x = _arg(compiler, element, **kw)
+    kind = element.kind
+    if kind in ("str", "enum"):
+        return f"CAST({x} AS CHAR CHARACTER SET utf8mb4)"
+    if kind in ("int", "float"):
+        return f"CAST({x} AS CHAR)"
+    if kind == "uuid":
+        return f"LOWER({x})"
+    if kind == "bool":
+        return f"CASE WHEN {x} THEN '1' WHEN NOT {x} THEN '0' END"
+    if kind == "decimal":
+        return f"CAST(ROUND({x}, {int(element.scale or 0)}) AS CHAR)"
+    if kind == "datetime":
+        return f"DATE_FORMAT({x}, '%%Y-%%m-%%dT%%H:%%i:%%s.%%f')"
+    if kind == "date":
+        return f"DATE_FORMAT({x}, '%%Y-%%m-%%d')"
+    if kind == "json":
+        mariadb = getattr(compiler.dialect, "is_mariadb", False)
+        return f"JSON_NORMALIZE({x})" if mariadb else f"CAST(CAST({x} AS JSON) AS CHAR)"
+    raise ValueError(f"no canonical text for kind {kind}")
+
+
+@compiles(_md5_int, "postgresql")
+def _md5_int_pg(element: _md5_int, compiler: Any, **kw: Any) -> str:
+    x = _arg(compiler, element, **kw)
+    bits = element.digits * 4
+    return f"CAST(CAST(('x' || substr(md5({x}), 1, {element.digits})) AS bit({bits})) AS BIGINT)"
+
+
+@compiles(_md5_int, "mysql")
+@compiles(_md5_int, "mariadb")
+def _md5_int_mysql(element: _md5_int, compiler: Any, **kw: Any) -> str:
+    x = _arg(compiler, element, **kw)
+    # MD5 hashes the bytes of the text's own character set: UTF-8 it first, as PostgreSQL's.
+    utf8 = f"CONVERT({x} USING utf8mb4)"
+    return f"CAST(CONV(SUBSTRING(MD5({utf8}), 1, {element.digits}), 16, 10) AS UNSIGNED)"
+
+
+def joined(parts: list[ColumnElement[Any]]) -> ColumnElement[str]:
+    """The parts' texts joined by :data:`SEPARATOR`, NULL written as :data:`NULL_MARK`."""
+    texts = [sa.func.coalesce(p, sa.literal(NULL_MARK)) for p in parts]
+    return sa.func.concat_ws(sa.literal(SEPARATOR), *texts)
+
+
+def row_hash(parts: list[ColumnElement[Any]]) -> ColumnElement[int]:
+    """A 60-bit hash of a row's canonical texts (summed per bucket: order does not matter)."""
+    return _md5_int(joined(parts), 15)
+
+
+def key_order(key_text: ColumnElement[Any]) -> ColumnElement[int]:
+    """A 60-bit integer from a key's text: the order both sides stream keys in.
+
+    An integer, not the text: the two databases may sort text differently.
+    """
+    return _md5_int(key_text, 15)
+
+
+def bucket_of(key_text: ColumnElement[Any], buckets: int) -> ColumnElement[int]:
+    """The bucket (0 .. buckets-1) of a key, from its text alone."""
+    return _md5_int(key_text, 8) % buckets
+
+
+class json_object(FunctionElement[Any]):  # noqa: N801 - reads as a SQL function
+    """A JSON object built from named SQL values, on any dialect."""
+
+    type = sa.JSON()
+    inherit_cache = False
+
+    def __init__(self, **values: ColumnElement[Any]) -> None:
+        self.names = list(values)
+        super().__init__(*values.values())
+
+
+def _pairs(element: json_object, compiler: Any, **kw: Any) -> str:
+    values = [compiler.process(v, **kw) for v in element.clauses]
+    return ", ".join(
+        f"'{name}', {value}" for name, value in zip(element.names, values, strict=True)
+    )
+
+
+@compiles(json_object, "postgresql")
+def _json_object_pg(element: json_object, compiler: Any, **kw: Any) -> str:
+    return f"jsonb_build_object({_pairs(element, compiler, **kw)})"
+
+
+@compiles(json_object, "mysql")
+@compiles(json_object, "mariadb")
+def _json_object_mysql(element: json_object, compiler: Any, **kw: Any) -> str:
+    return f"JSON_OBJECT({_pairs(element, compiler, **kw)})"
