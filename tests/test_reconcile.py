@@ -133,7 +133,7 @@ def test_drift_injected_in_a_mirror_is_found_exactly(engine: sa.Engine) -> None:
     assert older[rolled[0]] == (versions[rolled[0]] + 3, versions[rolled[0]])
 
 
-def test_owner_and_mirror_on_different_dialects_compare_all_but_json(tmp_path: Path) -> None:
+def test_owner_and_mirror_on_different_dialects_compare_all_but_json_text(tmp_path: Path) -> None:
     with fresh_engine("postgresql", tmp_path) as owner, fresh_engine("mysql", tmp_path) as mirror:
         fill(owner, customers=200, products=200)
         for declaration in (CUSTOMERS, PRODUCTS):
@@ -141,7 +141,9 @@ def test_owner_and_mirror_on_different_dialects_compare_all_but_json(tmp_path: P
         products = run(owner, PRODUCTS, mirror)
         customers = run(owner, CUSTOMERS, mirror)
         assert (products.total, customers.total) == (0, 0), customers.drifts[:3]
-        assert customers.skipped_fields == ("address", "tags")
+        # The address (a nested model of text) is compared member by member; the tags
+        # list only as normalised JSON text, which differs between the two databases.
+        assert customers.skipped_fields == ("tags",)
         with mirror.begin() as conn:
             conn.execute(
                 sa.text("UPDATE product_mirror SET price = price + 1 WHERE sku = 'SKU-000007'")
@@ -149,5 +151,13 @@ def test_owner_and_mirror_on_different_dialects_compare_all_but_json(tmp_path: P
             conn.execute(
                 sa.text("UPDATE customer_mirror SET tier = 'gold' WHERE tier <> 'gold' LIMIT 1")
             )
+            conn.execute(
+                sa.text(
+                    "UPDATE customer_mirror SET address = JSON_SET(address, '$.city', 'Paris') "
+                    "WHERE tier = 'bronze' LIMIT 1"
+                )
+            )
         assert found(run(owner, PRODUCTS, mirror)) == {"differs": {"SKU-000007"}}
-        assert run(owner, CUSTOMERS, mirror).counts["differs"] == 1
+        changed = run(owner, CUSTOMERS, mirror)
+        assert changed.counts["differs"] == 2, changed.drifts
+        assert sorted(d.fields for d in changed.drifts) == [("address",), ("tier",)]

@@ -41,7 +41,15 @@ from sqlalchemy.sql.expression import ColumnElement
 from replication.manifest import MirrorDeclaration
 from replication.mirror.tables import DELETED, VERSION, mirror_table
 from replication.sync.source import OwnerSource
-from replication.sync.sql import SEPARATOR, bucket_of, canonical, joined, key_order, row_hash
+from replication.sync.sql import (
+    SEPARATOR,
+    bucket_of,
+    canonical,
+    field_parts,
+    joined,
+    key_order,
+    row_hash,
+)
 
 DriftKind = Literal["missing", "extra", "older", "differs", "ahead"]
 DRIFT_KINDS: tuple[DriftKind, ...] = ("missing", "extra", "older", "differs", "ahead")
@@ -56,7 +64,8 @@ class Side:
     table: sa.Table
     keys: Sequence[tuple[ColumnElement[Any], str]]
     version: ColumnElement[Any]
-    fields: Sequence[tuple[str, ColumnElement[Any], str, int | None]]
+    fields: Sequence[tuple[str, list[ColumnElement[Any]], bool]]
+    """Each compared field: its canonical texts, and whether they are normalised JSON text."""
     where: Sequence[ColumnElement[bool]] = field(default_factory=list)
 
     @property
@@ -70,11 +79,26 @@ class Side:
 
     def row_parts(self, skipped: frozenset[str]) -> list[ColumnElement[Any]]:
         """The canonical texts a row's hash covers: key, version, compared fields."""
-        parts = [self.key_text(), canonical(self.version, "int")]
-        for name, expr, kind, scale in self.fields:
+        parts: list[ColumnElement[Any]] = [canonical(expr, kind) for expr, kind in self.keys]
+        parts.append(canonical(self.version, "int"))
+        for name, texts, _ in self.fields:
             if name not in skipped:
-                parts.append(canonical(expr, kind, scale))
+                parts.extend(texts)
         return parts
+
+
+def _fields(
+    declaration: MirrorDeclaration, expression: Any
+) -> list[tuple[str, list[ColumnElement[Any]], bool]]:
+    info = declaration.contract
+    found = []
+    for name in declaration.fields:
+        if name in info.key:
+            continue
+        spec = info.fields[name]
+        texts, json_text = field_parts(info.model, name, spec.kind, spec.scale, expression(name))
+        found.append((name, texts, json_text))
+    return found
 
 
 def owner_side(
@@ -86,11 +110,7 @@ def owner_side(
     """The owner's table, restricted to the fields ``declaration`` mirrors."""
     info = declaration.contract
     keys = [(source.expression(k), info.fields[k].kind) for k in info.key]
-    fields = [
-        (name, source.expression(name), info.fields[name].kind, info.fields[name].scale)
-        for name in declaration.fields
-        if name not in info.key
-    ]
+    fields = _fields(declaration, source.expression)
     return Side("owner", engine, source.table, keys, source.version_column, fields, where or [])
 
 
@@ -103,11 +123,7 @@ def mirror_side(
     table = mirror_table(declaration)
     info = declaration.contract
     keys = [(table.c[k], info.fields[k].kind) for k in info.key]
-    fields = [
-        (name, table.c[name], info.fields[name].kind, info.fields[name].scale)
-        for name in declaration.fields
-        if name not in info.key
-    ]
+    fields = _fields(declaration, lambda name: table.c[name])
     live = [table.c[DELETED] == sa.false(), *(where or [])]
     return Side("mirror", engine, table, keys, table.c[VERSION], fields, live)
 
@@ -154,8 +170,8 @@ def reconcile(
     started = time.monotonic()
     skipped = frozenset(
         name
-        for name, _, kind, _ in mirror.fields
-        if kind == "json" and owner.dialect != mirror.dialect
+        for name, _, json_text in mirror.fields
+        if json_text and owner.dialect != mirror.dialect
     )
     result = Reconciliation(buckets, skipped_fields=tuple(sorted(skipped)))
     with ThreadPoolExecutor(2) as pool:

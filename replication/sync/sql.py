@@ -23,15 +23,20 @@ __all__ = [
     "SEPARATOR",
     "bucket_of",
     "canonical",
+    "field_parts",
     "joined",
     "json_object",
     "key_order",
     "row_hash",
 ]
 
+import enum
+import types
+import typing
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import BaseModel
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
@@ -180,3 +185,72 @@ def _json_object_pg(element: json_object, compiler: Any, **kw: Any) -> str:
 @compiles(json_object, "mariadb")
 def _json_object_mysql(element: json_object, compiler: Any, **kw: Any) -> str:
     return f"JSON_OBJECT({_pairs(element, compiler, **kw)})"
+
+
+class json_value(FunctionElement[str]):  # noqa: N801 - reads as a SQL function
+    """The text of member ``name`` of a JSON object (unescaped; NULL when null or absent)."""
+
+    type = sa.String()
+    inherit_cache = False
+
+    def __init__(self, document: ColumnElement[Any], name: str) -> None:
+        self.name = name
+        super().__init__(document)
+
+
+@compiles(json_value, "postgresql")
+def _json_value_pg(element: json_value, compiler: Any, **kw: Any) -> str:
+    return f"(CAST({_arg(compiler, element, **kw)} AS JSONB) ->> '{element.name}')"
+
+
+@compiles(json_value, "mysql")
+@compiles(json_value, "mariadb")
+def _json_value_mysql(element: json_value, compiler: Any, **kw: Any) -> str:
+    return f"JSON_VALUE({_arg(compiler, element, **kw)}, '$.{element.name}')"
+
+
+def field_parts(
+    model: type[BaseModel], name: str, kind: str, scale: int | None, expr: ColumnElement[Any]
+) -> tuple[list[ColumnElement[Any]], bool]:
+    """The canonical texts of a field, and whether they rest on JSON text normalisation.
+
+    A nested model of text members is compared member by member (each side
+    extracts them, or the owner names them in a :class:`json_object`): cheaper
+    than normalising JSON, and comparable across dialects. Other JSON values
+    are compared as normalised JSON text, which only agrees within a dialect.
+    """
+    members = _text_members(model.model_fields[name].annotation)
+    if members is not None:
+        given = (
+            dict(zip(expr.names, expr.clauses, strict=True))
+            if isinstance(expr, json_object)
+            else {}
+        )
+        if given and set(given) != set(members):
+            given = {}
+        return [
+            canonical(given[m] if given else json_value(expr, m), members[m]) for m in members
+        ], False
+    return [canonical(expr, kind, scale)], kind == "json"
+
+
+def _text_members(annotation: Any) -> dict[str, str] | None:
+    """A nested model's members and kinds when all are text, enum or UUID; else None."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        annotation = options[0] if len(options) == 1 else None
+    if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        return None
+    members: dict[str, str] = {}
+    for member, info in annotation.model_fields.items():
+        inner = info.annotation
+        if typing.get_origin(inner) in (typing.Union, types.UnionType):
+            options = [a for a in typing.get_args(inner) if a is not type(None)]
+            inner = options[0] if len(options) == 1 else None
+        if inner is str:
+            members[member] = "str"
+        elif isinstance(inner, type) and issubclass(inner, enum.Enum):
+            members[member] = "enum"
+        else:
+            return None
+    return members
