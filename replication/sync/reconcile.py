@@ -43,6 +43,7 @@ from replication.mirror.tables import DELETED, VERSION, mirror_table
 from replication.sync.source import OwnerSource
 from replication.sync.sql import (
     SEPARATOR,
+    binary_text,
     bucket_of,
     canonical,
     field_parts,
@@ -174,9 +175,11 @@ def reconcile(
         if json_text and owner.dialect != mirror.dialect
     )
     result = Reconciliation(buckets, skipped_fields=tuple(sorted(skipped)))
+    # Both on one dialect: its own hash functions, faster than MD5 and equal on both sides.
+    portable = owner.dialect != mirror.dialect
     with ThreadPoolExecutor(2) as pool:
         owner_sums, mirror_sums = pool.map(
-            lambda s: _bucket_sums(s, buckets, skipped), (owner, mirror)
+            lambda s: _bucket_sums(s, buckets, skipped, portable), (owner, mirror)
         )
     result.owner_rows = sum(count for count, _ in owner_sums.values())
     result.mirror_rows = sum(count for count, _ in mirror_sums.values())
@@ -185,16 +188,18 @@ def reconcile(
     )
     result.differing_buckets = len(differing)
     if differing:
-        _compare_keys(owner, mirror, differing, buckets, skipped, result, limit)
+        _compare_keys(owner, mirror, differing, buckets, skipped, portable, result, limit)
     result.seconds = time.monotonic() - started
     return result
 
 
-def _bucket_sums(side: Side, buckets: int, skipped: frozenset[str]) -> dict[int, tuple[int, int]]:
+def _bucket_sums(
+    side: Side, buckets: int, skipped: frozenset[str], portable: bool
+) -> dict[int, tuple[int, int]]:
     inner = (
         sa.select(
-            bucket_of(side.key_text(), buckets).label("bucket"),
-            row_hash(side.row_parts(skipped)).label("hash"),
+            bucket_of(side.key_text(), buckets, portable=portable).label("bucket"),
+            row_hash(side.row_parts(skipped), portable=portable).label("hash"),
         )
         .select_from(side.table)
         .where(*side.where)
@@ -208,23 +213,23 @@ def _bucket_sums(side: Side, buckets: int, skipped: frozenset[str]) -> dict[int,
 
 
 def _stream(
-    side: Side, differing: list[int], buckets: int, skipped: frozenset[str]
+    side: Side, differing: list[int], buckets: int, skipped: frozenset[str], portable: bool
 ) -> Iterator[tuple[int, str, tuple[Any, ...], int, int]]:
     text = side.key_text()
     query = (
         sa.select(
-            key_order(text).label("position"),
+            key_order(text, portable=portable).label("position"),
             text.label("subject"),
             sa.func.coalesce(side.version, 0).label("version"),
-            row_hash(side.row_parts(skipped)).label("hash"),
+            row_hash(side.row_parts(skipped), portable=portable).label("hash"),
             *(expr.label(f"key_{i}") for i, (expr, _) in enumerate(side.keys)),
         )
         .select_from(side.table)
         .where(*side.where)
-        .order_by("position")
+        .order_by("position", binary_text(text))
     )
     if len(differing) < buckets:
-        query = query.where(bucket_of(text, buckets).in_(differing))
+        query = query.where(bucket_of(text, buckets, portable=portable).in_(differing))
     with side.engine.connect() as connection:
         streamed = connection.execution_options(stream_results=True, max_row_buffer=2000)
         for row in streamed.execute(query):
@@ -237,11 +242,12 @@ def _compare_keys(
     differing: list[int],
     buckets: int,
     skipped: frozenset[str],
+    portable: bool,
     result: Reconciliation,
     limit: int,
 ) -> None:
-    left = _stream(owner, differing, buckets, skipped)
-    right = _stream(mirror, differing, buckets, skipped)
+    left = _stream(owner, differing, buckets, skipped, portable)
+    right = _stream(mirror, differing, buckets, skipped, portable)
     a = next(left, None)
     b = next(right, None)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 __all__ = [
     "NULL_MARK",
     "SEPARATOR",
+    "binary_text",
     "bucket_of",
     "canonical",
     "field_parts",
@@ -56,15 +57,40 @@ class canonical(FunctionElement[str]):  # noqa: N801 - reads as a SQL function
         super().__init__(value)
 
 
-class _md5_int(FunctionElement[int]):  # noqa: N801
-    """The first ``digits`` hex digits of MD5(text) as a non-negative integer."""
+class _hash_int(FunctionElement[int]):  # noqa: N801
+    """An integer hash of a text, of about ``digits`` hex digits.
+
+    Portable: the first ``digits`` hex digits of MD5, equal on every dialect.
+    Native (both sides on one dialect): the database's own faster hash
+    (PostgreSQL's ``hashtext``/``hashtextextended``, MySQL's ``CRC32`` for
+    short ones).
+    """
 
     type = sa.BigInteger()
     inherit_cache = False
 
-    def __init__(self, text: ColumnElement[Any], digits: int) -> None:
+    def __init__(self, text: ColumnElement[Any], digits: int, *, portable: bool) -> None:
         self.digits = digits
+        self.portable = portable
         super().__init__(text)
+
+
+class binary_text(FunctionElement[str]):  # noqa: N801
+    """A text that sorts by its bytes (UTF-8), as Python sorts strings, on every dialect."""
+
+    type = sa.String()
+    inherit_cache = False
+
+
+@compiles(binary_text, "postgresql")
+def _binary_text_pg(element: binary_text, compiler: Any, **kw: Any) -> str:
+    return f'({_arg(compiler, element, **kw)} COLLATE "C")'
+
+
+@compiles(binary_text, "mysql")
+@compiles(binary_text, "mariadb")
+def _binary_text_mysql(element: binary_text, compiler: Any, **kw: Any) -> str:
+    return f"(CONVERT({_arg(compiler, element, **kw)} USING utf8mb4) COLLATE utf8mb4_bin)"
 
 
 def _arg(compiler: Any, element: FunctionElement[Any], **kw: Any) -> str:
@@ -118,19 +144,25 @@ def _canonical_mysql(element: canonical, compiler: Any, **kw: Any) -> str:
     raise ValueError(f"no canonical text for kind {kind}")
 
 
-@compiles(_md5_int, "postgresql")
-def _md5_int_pg(element: _md5_int, compiler: Any, **kw: Any) -> str:
+@compiles(_hash_int, "postgresql")
+def _hash_int_pg(element: _hash_int, compiler: Any, **kw: Any) -> str:
     x = _arg(compiler, element, **kw)
+    if not element.portable:
+        if element.digits <= 8:
+            return f"(CAST(hashtext({x}) AS BIGINT) & 2147483647)"
+        return f"hashtextextended({x}, 0)"
     bits = element.digits * 4
     return f"CAST(CAST(('x' || substr(md5({x}), 1, {element.digits})) AS bit({bits})) AS BIGINT)"
 
 
-@compiles(_md5_int, "mysql")
-@compiles(_md5_int, "mariadb")
-def _md5_int_mysql(element: _md5_int, compiler: Any, **kw: Any) -> str:
+@compiles(_hash_int, "mysql")
+@compiles(_hash_int, "mariadb")
+def _hash_int_mysql(element: _hash_int, compiler: Any, **kw: Any) -> str:
     x = _arg(compiler, element, **kw)
-    # MD5 hashes the bytes of the text's own character set: UTF-8 it first, as PostgreSQL's.
+    # Hashes see the bytes of the text's own character set: UTF-8 it first, as PostgreSQL's.
     utf8 = f"CONVERT({x} USING utf8mb4)"
+    if not element.portable and element.digits <= 8:
+        return f"CRC32({utf8})"
     return f"CAST(CONV(SUBSTRING(MD5({utf8}), 1, {element.digits}), 16, 10) AS UNSIGNED)"
 
 
@@ -140,22 +172,22 @@ def joined(parts: list[ColumnElement[Any]]) -> ColumnElement[str]:
     return sa.func.concat_ws(sa.literal(SEPARATOR), *texts)
 
 
-def row_hash(parts: list[ColumnElement[Any]]) -> ColumnElement[int]:
+def row_hash(parts: list[ColumnElement[Any]], *, portable: bool) -> ColumnElement[int]:
     """A 60-bit hash of a row's canonical texts (summed per bucket: order does not matter)."""
-    return _md5_int(joined(parts), 15)
+    return _hash_int(joined(parts), 15, portable=portable)
 
 
-def key_order(key_text: ColumnElement[Any]) -> ColumnElement[int]:
-    """A 60-bit integer from a key's text: the order both sides stream keys in.
+def key_order(key_text: ColumnElement[Any], *, portable: bool) -> ColumnElement[int]:
+    """An integer from a key's text: the order both sides stream keys in (ties: the text).
 
     An integer, not the text: the two databases may sort text differently.
     """
-    return _md5_int(key_text, 15)
+    return _hash_int(key_text, 8, portable=portable)
 
 
-def bucket_of(key_text: ColumnElement[Any], buckets: int) -> ColumnElement[int]:
+def bucket_of(key_text: ColumnElement[Any], buckets: int, *, portable: bool) -> ColumnElement[int]:
     """The bucket (0 .. buckets-1) of a key, from its text alone."""
-    return _md5_int(key_text, 8) % buckets
+    return _hash_int(key_text, 8, portable=portable) % buckets
 
 
 class json_object(FunctionElement[Any]):  # noqa: N801 - reads as a SQL function
