@@ -54,6 +54,7 @@ from replication.sync.sql import (
 
 DriftKind = Literal["missing", "extra", "older", "differs", "ahead"]
 DRIFT_KINDS: tuple[DriftKind, ...] = ("missing", "extra", "older", "differs", "ahead")
+GROUPING_MEMORY = "64MB"
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,10 @@ def _bucket_sums(
         inner.c.bucket
     )
     with side.engine.connect() as connection:
+        if side.dialect == "postgresql":
+            # Room to group the buckets in memory (the planner cannot tell there are only
+            # a few thousand, and would otherwise sort every row to disk).
+            connection.exec_driver_sql(f"SET LOCAL work_mem = '{GROUPING_MEMORY}'")
         return {int(b): (int(n), int(h)) for b, n, h in connection.execute(query)}
 
 

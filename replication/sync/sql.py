@@ -105,7 +105,10 @@ def _canonical_pg(element: canonical, compiler: Any, **kw: Any) -> str:
     if kind in ("str", "enum", "int", "float"):
         return f"CAST({x} AS TEXT)"
     if kind == "uuid":
-        return f"lower(CAST({x} AS TEXT))"
+        [value] = list(element.clauses)
+        if isinstance(value.type, sa.Uuid):
+            return f"CAST({x} AS TEXT)"  # PostgreSQL writes UUIDs in lower case
+        return f'lower(CAST({x} AS TEXT) COLLATE "C")'
     if kind == "bool":
         return f"CASE WHEN {x} THEN '1' WHEN NOT {x} THEN '0' END"
     if kind == "decimal":
