@@ -2,7 +2,8 @@
 
 Exit codes: 0 success, 1 invalid declarations or input (contracts,
 manifests, unknown services or queues), 2 wrong usage, 3 AWS or a database
-cannot be reached or refuses the credentials, 4 done in part (``dlq``).
+cannot be reached or refuses the credentials, 4 done in part (``dlq``),
+5 a mirror differs from its owner (``reconcile`` without ``--repair``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from replication.cli import commands, dlq, gate
+from replication.cli import commands, dlq, gate, sync
 from replication.cli.commands import EXIT_INVALID, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 from replication.errors import ConfigurationError, UnreachableError
 
@@ -273,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=commands.cmd_demo)
     dlq.add_commands(groups)
+    sync.add_commands(groups)
     render.add_argument("--out", default="build/statements", help="output folder")
     render.set_defaults(func=commands.cmd_mirrors_render)
     return parser

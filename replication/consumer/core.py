@@ -16,6 +16,7 @@ from __future__ import annotations
 __all__ = ["Consumer", "Outcome", "Route", "routes_for"]
 
 import contextlib
+import dataclasses
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from replication.consumer.records import Delivery, unwrap_body
 from replication.errors import InvalidEventError
 from replication.events import ChangeEvent, decode_event
 from replication.manifest import Manifest, MirrorDeclaration
-from replication.mirror.apply import apply_changes
+from replication.mirror.apply import apply_changes, refresh_changes
 from replication.mirror.decide import reduce_batch
 from replication.mirror.statements import MirrorStatements
 from replication.payloads import parse_pointer
@@ -300,9 +301,16 @@ class Consumer:
         events = [item.event for item in items]
         try:
             connection = self.connection
-            result = apply_changes(
-                connection, self.statements[route.entity], events, bulk=self._bulk
-            )
+            statements = self.statements[route.entity]
+            result = apply_changes(connection, statements, events, bulk=self._bulk)
+            refresh = [
+                item.event
+                for item in items
+                if item.delivery.refresh and str(item.event.id) not in result.written
+            ]
+            if refresh:  # snapshots sent by a backfill or a repair: equal versions too
+                refreshed = refresh_changes(connection, statements, refresh)
+                result = dataclasses.replace(result, written=result.written | refreshed)
             if batch.rehearse:
                 connection.rollback()
             else:

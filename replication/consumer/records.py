@@ -8,7 +8,7 @@ the event. Pure: no AWS call, no database.
 
 from __future__ import annotations
 
-__all__ = ["Delivery", "Envelope", "parse_delivery", "unwrap_body"]
+__all__ = ["REFRESH", "Delivery", "Envelope", "parse_delivery", "unwrap_body"]
 
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +16,9 @@ from typing import Any
 from replication.errors import InvalidEventError
 from replication.wire import StrictJSONError, loads_strict
 
+REFRESH = "replication.refresh"
+"""Message attribute (``"true"``) of snapshots sent straight to a consumer's queue by a
+backfill or a repair: a row already at the snapshot's version is rewritten."""
 _ENVELOPE_REQUIRED = ("Type", "MessageId", "TopicArn", "Message", "Timestamp")
 _ENVELOPE_KEYS = ("Type", "TopicArn", "Message")
 """Keys of an SNS envelope that no change event has: a body with one is an envelope."""
@@ -33,6 +36,12 @@ class Delivery:
     group_id: str | None
     attributes: dict[str, Any]
     """The record's message attributes, in Lambda's shape (``stringValue``, ``dataType``)."""
+
+    @property
+    def refresh(self) -> bool:
+        """Whether the sender (a backfill or a repair) asks for a refresh at equal version."""
+        value = self.attributes.get(REFRESH)
+        return isinstance(value, dict) and value.get("stringValue") == "true"
 
     @property
     def queue_name(self) -> str:

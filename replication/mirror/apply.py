@@ -20,7 +20,7 @@ Per dialect, one set-based, version-guarded write per chunk of rows:
 
 from __future__ import annotations
 
-__all__ = ["apply_changes", "dialect_of"]
+__all__ = ["apply_changes", "dialect_of", "refresh_changes"]
 
 import datetime as dt
 import io
@@ -123,6 +123,44 @@ def apply_changes(
         collapsed=collapsed,
         written=frozenset(event_id for _, event_id in written),
     )
+
+
+def refresh_changes(
+    connection: Any,
+    statements: MirrorStatements,
+    events: Sequence[ChangeEvent],
+    *,
+    now: dt.datetime | None = None,
+) -> frozenset[str]:
+    """Rewrite live rows held at exactly each upsert's version; returns the ids written.
+
+    A snapshot at version V is the owner's state at V, so it may replace a row
+    at V (a backfill filling a column added since, a repair of content that
+    drifted). Never a tombstone, never a newer row: the version guard holds.
+    """
+    upserts = [e for e in reduce_batch(events) if e.data is not None]
+    if not upserts:
+        return frozenset()
+    raw = _dbapi(connection)
+    rows = _rows(
+        statements, upserts, _unique_stamp(now or dt.datetime.now(dt.UTC)), statements.dialect
+    )
+    k, columns, marker = statements.key_count, statements.columns, statements.paramstyle_marker
+    end = len(columns) - _META
+    version, deleted, *stamps = columns[end:]
+    sets = ", ".join(f"{c} = {marker}" for c in [*columns[k:end], *stamps])
+    where = " AND ".join(f"{c} = {marker}" for c in [*columns[:k], version, deleted])
+    sql = f"UPDATE {statements.table} SET {sets} WHERE {where}"
+    written = set()
+    cursor = raw.cursor()
+    try:
+        for event, row in zip(upserts, rows, strict=True):
+            cursor.execute(sql, [*row[k:end], *row[end + 2 :], *row[:k], row[end], row[end + 1]])
+            if cursor.rowcount == 1:
+                written.add(str(event.id))
+    finally:
+        cursor.close()
+    return frozenset(written)
 
 
 def _in_autocommit(raw: Any, dialect: str) -> bool:
