@@ -242,7 +242,7 @@ def test_a_new_consumer_backfilled_while_the_owner_writes_ends_equal(
 
     assert stage.mirror() == stage.owner()
     result = stage.reconcile()
-    assert result["drift"] == 0, result["drifts"][:5]
+    assert result["drift"] == 0, [(d["kind"], d["fields"]) for d in result["drifts"]][:5]
     # Rows deleted during the backfill stay deleted: their tombstones won over the snapshots.
     with stage.orders.connect() as conn:
         tombstones = conn.execute(
@@ -346,7 +346,10 @@ def test_drift_injected_in_a_mirror_is_found_exactly_and_repaired(
             conn.execute(sa.text("DELETE FROM customer_mirror WHERE id = :k"), {"k": key})
         for key in changed:
             conn.execute(
-                sa.text("UPDATE customer_mirror SET tier = 'platinum', name = 'X' WHERE id = :k"),
+                sa.text(
+                    "UPDATE customer_mirror SET name = 'X', credit_limit = credit_limit + 1 "
+                    "WHERE id = :k"
+                ),
                 {"k": key},
             )
         for key in rolled:
@@ -377,7 +380,7 @@ def test_drift_injected_in_a_mirror_is_found_exactly_and_repaired(
         "extra": {extra, *owner_gone},
     }
     assert {tuple(d["fields"]) for d in found["drifts"] if d["kind"] == "differs"} == {
-        ("name", "tier")
+        ("name", "credit_limit")
     }
 
     code, out, err = stage.cli(
@@ -388,3 +391,37 @@ def test_drift_injected_in_a_mirror_is_found_exactly_and_repaired(
     stage.consume()
     assert stage.reconcile()["drift"] == 0
     assert stage.mirror() == stage.owner()
+
+
+def test_the_scheduled_reconcile_publishes_drift_as_metrics(
+    stage: Stage, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from replication.sync.scheduled import lambda_handler
+
+    stage.create_customers(50)  # their outbox rows never reached orders: 50 missing
+    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED")
+    monkeypatch.setenv("REPLICATION_MANIFESTS", str(ROOT / "examples"))
+    monkeypatch.setenv("REPLICATION_RECONCILE", "orders:crm.customer")
+
+    response = lambda_handler({}, None)
+
+    assert response == {
+        "results": [
+            {
+                "consumer": "orders",
+                "entity": "crm.customer",
+                "drift": 50,
+                "missing": 50,
+                "extra": 0,
+                "older": 0,
+                "differs": 0,
+                "ahead": 0,
+            }
+        ]
+    }
+    [line] = [x for x in capsys.readouterr().out.splitlines() if '"_aws"' in x]
+    emf = json.loads(line)
+    [directive] = emf["_aws"]["CloudWatchMetrics"]
+    assert directive["Namespace"] == "Replication"
+    assert (emf["service"], emf["entity"]) == ("orders", "crm.customer")
+    assert (emf["MirrorMissing"], emf["MirrorDrift"], emf["MirrorRows"]) == ([50.0], [50.0], [0.0])

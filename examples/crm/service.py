@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from contracts import Address, Customer, Tier
@@ -37,7 +38,11 @@ class CustomerRow(Base):
     email: Mapped[str] = mapped_column(sa.String(320))
     tier: Mapped[str] = mapped_column(sa.String(16))
     credit_limit: Mapped[Decimal] = mapped_column(sa.Numeric(12, 2))
-    created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True))
+    # Microseconds on MySQL/MariaDB too (their DATETIME drops them unless asked):
+    # the published state must be the stored state.
+    created_at: Mapped[dt.datetime] = mapped_column(
+        sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+    )
     tags: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
     street: Mapped[str] = mapped_column(sa.String(200))
     city: Mapped[str] = mapped_column(sa.String(100))
