@@ -160,6 +160,7 @@ def _run(say: _Printer, rng: random.Random, services: dict[str, _Service]) -> in
     from replication.consumer.handler import ApplyFunction
     from replication.consumer.runner import RunnerSettings
     from replication.consumer.wiring import ConsumerSettings, build_runner
+    from replication.demo_drift import drift_and_repair
     from replication.manifest import load_manifests
     from replication.mirror.tables import mirror_table
     from replication.outbox.runner import RelaySettings, build_relay
@@ -237,6 +238,10 @@ def _run(say: _Printer, rng: random.Random, services: dict[str, _Service]) -> in
     sqs = boto3.client("sqs")
     queue = next(q.name for q in runner.queues if "crm-customer" in q.name)
     _poison(say, sqs, queue, runner, orders_engine)
+
+    say.step("8. drift: reconcile compares a mirror with its owner inside both databases")
+    repaired = drift_and_repair(say, services["crm"].engine, orders_engine, runner, sqs)
+    equal = equal and repaired
     function = runner.handler
     assert isinstance(function, ApplyFunction)
     function.consumer.close()

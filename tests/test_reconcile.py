@@ -26,7 +26,7 @@ from tests.sync_support import (
 )
 
 
-@pytest.fixture(params=["postgresql", "mysql"])
+@pytest.fixture(params=["postgresql", "mysql", "sqlite"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
     with fresh_engine(request.param, tmp_path) as engine:
         yield engine
@@ -85,7 +85,7 @@ def test_drift_injected_in_a_mirror_is_found_exactly(engine: sa.Engine) -> None:
         city = (
             "jsonb_set(address, '{city}', '\"Paris\"')"
             if engine.dialect.name == "postgresql"
-            else "JSON_SET(address, '$.city', 'Paris')"
+            else "json_set(address, '$.city', 'Paris')"
         )
         conn.execute(
             sa.text(f"UPDATE customer_mirror SET address = {city} WHERE id = :k"),

@@ -38,6 +38,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.sql.expression import ColumnElement
 
+from replication.errors import ConfigurationError
 from replication.manifest import MirrorDeclaration
 from replication.mirror.tables import DELETED, VERSION, mirror_table
 from replication.sync.source import OwnerSource
@@ -46,6 +47,7 @@ from replication.sync.sql import (
     binary_text,
     bucket_of,
     canonical,
+    connect,
     field_parts,
     joined,
     key_order,
@@ -178,6 +180,11 @@ def reconcile(
     result = Reconciliation(buckets, skipped_fields=tuple(sorted(skipped)))
     # Both on one dialect: its own hash functions, faster than MD5 and equal on both sides.
     portable = owner.dialect != mirror.dialect
+    if portable and "sqlite" in (owner.dialect, mirror.dialect):
+        raise ConfigurationError(
+            f"cannot compare {owner.dialect} with {mirror.dialect}: SQLite is compared "
+            "with SQLite only"
+        )
     with ThreadPoolExecutor(2) as pool:
         owner_sums, mirror_sums = pool.map(
             lambda s: _bucket_sums(s, buckets, skipped, portable), (owner, mirror)
@@ -209,7 +216,7 @@ def _bucket_sums(
     query = sa.select(inner.c.bucket, sa.func.count(), sa.func.sum(inner.c.hash)).group_by(
         inner.c.bucket
     )
-    with side.engine.connect() as connection:
+    with connect(side.engine) as connection:
         if side.dialect == "postgresql":
             # Room to group the buckets in memory (the planner cannot tell there are only
             # a few thousand, and would otherwise sort every row to disk).
@@ -235,7 +242,7 @@ def _stream(
     )
     if len(differing) < buckets:
         query = query.where(bucket_of(text, buckets, portable=portable).in_(differing))
-    with side.engine.connect() as connection:
+    with connect(side.engine) as connection:
         streamed = connection.execution_options(stream_results=True, max_row_buffer=2000)
         for row in streamed.execute(query):
             yield int(row[0]), str(row[1]), tuple(row[4:]), int(row[2]), int(row[3])

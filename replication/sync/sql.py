@@ -24,6 +24,7 @@ __all__ = [
     "binary_text",
     "bucket_of",
     "canonical",
+    "connect",
     "field_parts",
     "joined",
     "json_object",
@@ -31,9 +32,15 @@ __all__ = [
     "row_hash",
 ]
 
+import datetime as dt
 import enum
+import hashlib
+import json
 import types
 import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -289,3 +296,80 @@ def _text_members(annotation: Any) -> dict[str, str] | None:
         else:
             return None
     return members
+
+
+# -- SQLite: the same functions, in Python (the demo's embedded default) -------------------
+
+
+@compiles(canonical, "sqlite")
+def _canonical_sqlite(element: canonical, compiler: Any, **kw: Any) -> str:
+    x = _arg(compiler, element, **kw)
+    return f"replication_canonical('{element.kind}', {int(element.scale or 0)}, {x})"
+
+
+@compiles(_hash_int, "sqlite")
+def _hash_int_sqlite(element: _hash_int, compiler: Any, **kw: Any) -> str:
+    return f"replication_hash({_arg(compiler, element, **kw)}, {element.digits})"
+
+
+@compiles(json_value, "sqlite")
+def _json_value_sqlite(element: json_value, compiler: Any, **kw: Any) -> str:
+    return f"json_extract({_arg(compiler, element, **kw)}, '$.{element.name}')"
+
+
+@compiles(json_object, "sqlite")
+def _json_object_sqlite(element: json_object, compiler: Any, **kw: Any) -> str:
+    return f"json_object({_pairs(element, compiler, **kw)})"
+
+
+@compiles(binary_text, "sqlite")
+def _binary_text_sqlite(element: binary_text, compiler: Any, **kw: Any) -> str:
+    return _arg(compiler, element, **kw)  # SQLite compares text byte by byte already
+
+
+def _canonical_python(kind: str, scale: int, value: Any) -> str | None:
+    if value is None:
+        return None
+    if kind == "datetime":
+        when = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    if kind == "decimal":
+        return str(Decimal(str(value)).quantize(Decimal(1).scaleb(-scale)))
+    if kind == "bool":
+        return "1" if value else "0"
+    if kind == "int":
+        return str(int(value))
+    if kind == "uuid":
+        return str(value).lower()
+    if kind == "json":
+        document = json.loads(value) if isinstance(value, str | bytes) else value
+        return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    if kind == "date":
+        return str(value)[:10]
+    return str(value)
+
+
+def _hash_python(text: str | None, digits: int) -> int | None:
+    if text is None:
+        return None
+    value = int(hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()[:digits], 16)
+    # SQLite sums in 64-bit integers: 52-bit row hashes leave room for 2,048 rows a bucket.
+    return value & (2**52 - 1) if digits > 13 else value
+
+
+def _concat_ws(separator: str, *parts: Any) -> str:
+    return separator.join(str(p) for p in parts if p is not None)
+
+
+@contextmanager
+def connect(engine: Any) -> Iterator[Any]:
+    """A connection of ``engine``; on SQLite, with the comparison's functions defined."""
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            raw = connection.connection.dbapi_connection
+            raw.create_function("replication_canonical", 3, _canonical_python, deterministic=True)
+            raw.create_function("replication_hash", 2, _hash_python, deterministic=True)
+            raw.create_function("concat_ws", -1, _concat_ws, deterministic=True)
+        yield connection

@@ -64,9 +64,10 @@ class Pair:
 
 def _engine(url: str) -> sa.Engine:
     engine = sa.create_engine(sqlalchemy_url(url), poolclass=sa.pool.NullPool)
-    if engine.dialect.name not in ("postgresql", "mysql", "mariadb"):
+    if engine.dialect.name not in ("postgresql", "mysql", "mariadb", "sqlite"):
         raise ConfigurationError(
-            f"backfill and reconcile read PostgreSQL or MySQL/MariaDB, not {engine.dialect.name}"
+            "backfill and reconcile read PostgreSQL, MySQL/MariaDB or SQLite, "
+            f"not {engine.dialect.name}"
         )
     return engine
 
