@@ -6,6 +6,7 @@ import copy
 import json
 import sys
 import textwrap
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -299,3 +300,34 @@ def test_importing_the_handler_imports_no_boto3_nor_sqlalchemy() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+REFRESH_ATTRIBUTE = {"replication.refresh": {"stringValue": "true", "dataType": "String"}}
+
+
+def _snapshot(name: str, version: int, *, refresh: bool, deleted: bool = False) -> dict[str, Any]:
+    event = _customer_event(1, name=name, version=version)
+    event["id"] = str(uuid.uuid4())
+    if deleted:
+        event["type"] = "crm.customer.deleted"
+        event["data"] = None
+    attributes = REFRESH_ATTRIBUTE if refresh else None
+    return sqs_record(json.dumps(event), attributes=attributes)
+
+
+def test_a_refresh_rewrites_a_row_at_the_same_version_and_nothing_else(
+    database: Database, orders: Harness
+) -> None:
+    key = f"0b7c2a01-5d1e-4c6f-9a7b-{1:012d}"
+    assert orders({"Records": [_snapshot("Ada", 2, refresh=False)]}) == {"batchItemFailures": []}
+
+    orders({"Records": [_snapshot("Grace", 2, refresh=False)]})
+    assert customers(database)[key][0] == "Ada"  # an ordinary event at the same version: stale
+    orders({"Records": [_snapshot("Grace", 2, refresh=True)]})
+    assert customers(database)[key][:2] == ("Grace", 2)  # a refresh at the same version
+    orders({"Records": [_snapshot("Old", 1, refresh=True)]})
+    assert customers(database)[key][:2] == ("Grace", 2)  # never lowers a version
+
+    orders({"Records": [_snapshot("", 3, refresh=False, deleted=True)]})
+    orders({"Records": [_snapshot("Back", 3, refresh=True)]})
+    assert customers(database)[key] == (None, 3, True)  # a tombstone is never refreshed

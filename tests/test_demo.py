@@ -38,6 +38,9 @@ def check_output(out: str) -> None:
     assert "(600 cross-service calls)" in out
     assert "source 'attacker' is not the owner of crm.customer" in out
     assert "replication_failures: 1 row(s) [('permanent', 1)]" in out
+    assert "3 of 64 buckets differ: 1 missing, 1 older, 1 differs" in out
+    assert "--repair: 3 snapshot(s) and 0 tombstone(s) sent to demo-orders--crm-customer-v1" in out
+    assert "reconcile again: 110 owner rows, 110 mirror rows, 0 of 64 buckets differ: equal" in out
     assert "every mirror equals its owner" in out
 
 
