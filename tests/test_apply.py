@@ -27,6 +27,7 @@ from replication.contracts import Contract
 from replication.events import ChangeEvent, deleted, upserted
 from replication.manifest import Manifest, MirrorDeclaration
 from replication.mirror import ApplyResult, apply_changes
+from replication.mirror.apply import refresh_changes
 from replication.mirror.render import DIALECTS, statements_for
 from replication.mirror.statements import MirrorStatements
 from tests.conftest import create_mirror, fetch_all
@@ -868,6 +869,21 @@ def test_reserved_words_as_table_and_column_names_are_quoted_everywhere(
     assert read_mirror(database, statements) == {
         key_of(statements, e.key): expected_row(statements, e.key, e.version, e.data)
         for e in (newer, gone)
+    }
+
+
+def test_a_refresh_is_quoted_too(database: Database) -> None:
+    statements = create_mirror(database, KEYWORDS)
+    first = upserted(Keyword(order="a", group=1, select="x", table=True), 3)
+    again = upserted(Keyword(order="a", group=1, select="refreshed", table=False), 3)
+    apply_changes(database.connection, statements, [first])
+
+    written = refresh_changes(database.connection, statements, [again])
+    database.connection.commit()
+
+    assert written == {str(again.id)}
+    assert read_mirror(database, statements) == {
+        key_of(statements, again.key): expected_row(statements, again.key, 3, again.data)
     }
 
 

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import random
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from contracts import Address, Customer
 from examples.catalog import service as catalog
 from examples.crm import service as crm
+from replication.events import upserted
 from replication.manifest import MirrorDeclaration
 from replication.sync.reconcile import Reconciliation
+from replication.sync.source import OwnerSource
+from replication.sync.sql import json_object
 from replication.sync.verify import compare_mirror
 from tests.sync_support import (
     CUSTOMERS,
@@ -161,3 +168,73 @@ def test_owner_and_mirror_on_different_dialects_compare_all_but_json_text(tmp_pa
         changed = run(owner, CUSTOMERS, mirror)
         assert changed.counts["differs"] == 2, changed.drifts
         assert sorted(d.fields for d in changed.drifts) == [("address",), ("tier",)]
+
+
+# An owner whose key column is SQLAlchemy's Uuid: native on PostgreSQL, 32 hex digits
+# without hyphens on MariaDB and SQLite, where the mirror holds the 36-character form.
+UUID_OWNER = sa.Table(
+    "crm_customers_uuid",
+    sa.MetaData(),
+    sa.Column("id", sa.Uuid, primary_key=True),
+    *(
+        sa.Column(c.name, c.type, nullable=c.nullable)
+        for c in crm.customers.columns
+        if c.name != "id"
+    ),
+)
+
+
+def _uuid_state(row: Any) -> Any:
+    created = row.created_at
+    return Customer(
+        id=row.id,
+        name=row.name,
+        email=row.email,
+        tier=row.tier,
+        credit_limit=row.credit_limit,
+        created_at=created if created.tzinfo else created.replace(tzinfo=dt.UTC),
+        tags=list(row.tags or []),
+        address=Address(
+            street=row.street, city=row.city, postal_code=row.postal_code, country=row.country
+        ),
+        phone=row.phone,
+    )
+
+
+UUID_SOURCE = OwnerSource(
+    Customer,
+    UUID_OWNER,
+    version="version",
+    columns={
+        "address": json_object(
+            street=UUID_OWNER.c.street,
+            city=UUID_OWNER.c.city,
+            postal_code=UUID_OWNER.c.postal_code,
+            country=UUID_OWNER.c.country,
+        )
+    },
+    to_contract=_uuid_state,
+)
+
+
+def test_an_owner_keyed_by_native_uuids_matches_its_mirror(engine: sa.Engine) -> None:
+    rng = random.Random(9)
+    rows = [customer_row(rng, rng.randrange(1, 4)) for _ in range(120)]
+    UUID_OWNER.drop(engine, checkfirst=True)
+    UUID_OWNER.create(engine)
+    try:
+        with engine.begin() as conn:
+            conn.execute(UUID_OWNER.insert(), [{**r, "id": uuid.UUID(r["id"])} for r in rows])
+        with engine.connect() as conn:
+            stored = list(conn.execute(UUID_SOURCE.select()))
+        apply(engine, CUSTOMERS, [upserted(_uuid_state(r), r.version) for r in stored])
+
+        equal = compare_mirror(UUID_SOURCE, CUSTOMERS, engine, engine, buckets=16)
+        assert equal.total == 0, equal.drifts[:3]
+
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM customer_mirror WHERE id = :k"), {"k": rows[5]["id"]})
+        one = compare_mirror(UUID_SOURCE, CUSTOMERS, engine, engine, buckets=16)
+        assert [(d.kind, d.subject) for d in one.drifts] == [("missing", rows[5]["id"])]
+    finally:
+        UUID_OWNER.drop(engine, checkfirst=True)

@@ -425,3 +425,48 @@ def test_the_scheduled_reconcile_publishes_drift_as_metrics(
     assert directive["Namespace"] == "Replication"
     assert (emf["service"], emf["entity"]) == ("orders", "crm.customer")
     assert (emf["MirrorMissing"], emf["MirrorDrift"], emf["MirrorRows"]) == ([50.0], [50.0], [0.0])
+
+
+def test_a_filtered_repair_never_deletes_a_row_its_owner_still_has(
+    stage: Stage, tmp_path: Path
+) -> None:
+    stage.create_customers(60)
+    with stage.crm.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM replication_outbox")
+    checkpoint = str(tmp_path / "cp.json")
+    stage.cli(
+        "backfill", "--entity", "crm.customer", "--consumer", "orders", "--checkpoint", checkpoint
+    )
+    stage.consume()
+    with stage.crm.begin() as conn:  # the owner moves one out of gold; its event is lost
+        [key] = conn.execute(
+            sa.text("SELECT id FROM crm_customers WHERE tier = 'gold' ORDER BY id LIMIT 1")
+        ).one()
+        conn.execute(
+            sa.text(
+                "UPDATE crm_customers SET tier = 'silver', version = version + 1 WHERE id = :k"
+            ),
+            {"k": key},
+        )
+
+    code, out, err = stage.cli(
+        "reconcile",
+        "--entity",
+        "crm.customer",
+        "--consumer",
+        "orders",
+        "--where",
+        "tier=gold",
+        "--repair",
+    )
+
+    assert code == 0, err
+    assert f"extra    {key}" in out  # gold in the mirror only
+    assert "repaired: sent 1 snapshot(s) and 0 tombstone(s)" in out
+    stage.consume()
+    assert stage.mirror()[key] == stage.owner()[key]
+    with stage.orders.connect() as conn:
+        tier = conn.execute(
+            sa.text("SELECT tier FROM customer_mirror WHERE id = :k AND NOT _deleted"), {"k": key}
+        ).scalar_one()
+    assert tier == "silver"

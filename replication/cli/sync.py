@@ -8,11 +8,14 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from replication.cli.commands import EXIT_OK, EXIT_USAGE
-from replication.errors import ConfigurationError
+from replication.cli.dlq.context import EXIT_INCOMPLETE
+from replication.errors import ConfigurationError, UnreachableError
 from replication.sync.reconcile import DRIFT_KINDS, Reconciliation
 
 EXIT_DRIFT = 5
@@ -128,7 +131,11 @@ def _queue(pair: Any, prefix: str | None) -> Any:
 
 
 def _pair(
-    args: argparse.Namespace, *, owner_url: str | None, consumer_url: str | None = None
+    args: argparse.Namespace,
+    *,
+    owner_url: str | None,
+    consumer_url: str | None = None,
+    mirror: bool = True,
 ) -> Any:
     from replication.sync.where import parse_condition
     from replication.sync.wiring import open_pair
@@ -143,6 +150,7 @@ def _pair(
         consumer=args.consumer,
         owner_url=owner_url,
         consumer_url=consumer_url,
+        mirror=mirror,
     )
     pair = context.__enter__()
     try:
@@ -153,8 +161,32 @@ def _pair(
     return context, pair
 
 
+@contextmanager
+def _failures(doing: str) -> Iterator[None]:
+    """A database or AWS that does not answer is exit 3; a missing table is bad setup."""
+    import sqlalchemy as sa
+
+    from replication.awsenv import aws_errors
+
+    try:
+        with aws_errors(doing):
+            yield
+    except sa.exc.OperationalError as exc:
+        raise UnreachableError(f"a database does not answer while {doing}: {exc.orig}") from exc
+    except sa.exc.ProgrammingError as exc:
+        first = str(exc.orig).strip().splitlines()[0]
+        raise ConfigurationError(
+            f"a database refused the query while {doing}: {first} (are the tables migrated?)"
+        ) from exc
+
+
 def cmd_reconcile(args: argparse.Namespace) -> int:
     """Compare, print, and repair when asked."""
+    with _failures(f"reconciling {args.entity} for {args.consumer}"):
+        return _reconcile(args)
+
+
+def _reconcile(args: argparse.Namespace) -> int:
     if args.buckets < 1 or args.limit < 1:
         print("error: --buckets and --limit must be positive", file=sys.stderr)
         return EXIT_USAGE
@@ -180,6 +212,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         _print(args, pair, result, repaired)
     if result.total and repaired is None:
         return EXIT_DRIFT
+    if repaired is not None and (repaired.untouched or result.total > len(result.drifts)):
+        return EXIT_DRIFT  # some differences were not republished
     return EXIT_OK
 
 
@@ -204,6 +238,7 @@ def _as_json(args: argparse.Namespace, result: Reconciliation, repaired: Any) ->
             for d in result.drifts
         ],
         "skipped_fields": list(result.skipped_fields),
+        "unconfirmed": result.unconfirmed,
         "seconds": round(result.seconds, 3),
     }
     if repaired is not None:
@@ -235,6 +270,11 @@ def _print(args: argparse.Namespace, pair: Any, result: Reconciliation, repaired
         print(f"{drift.kind:<8} {drift.subject}  ({versions}{fields})")
     if len(result.drifts) < result.total:
         print(f"... {result.total - len(result.drifts):,} more (--limit)")
+    if result.unconfirmed:
+        print(
+            f"  {result.unconfirmed:,} 'differs' beyond --limit are counted from hashes alone "
+            "(not given the second look)"
+        )
     if repaired is not None:
         print(
             f"repaired: sent {repaired.snapshots} snapshot(s) and {repaired.tombstones} "
@@ -242,6 +282,11 @@ def _print(args: argparse.Namespace, pair: Any, result: Reconciliation, repaired
         )
         if repaired.untouched:
             print(f"  left alone (mirror ahead of its owner): {', '.join(repaired.untouched)}")
+        if result.total > len(result.drifts):
+            print(
+                f"  {result.total - len(result.drifts):,} difference(s) beyond --limit were not "
+                "republished: run it again"
+            )
     elif result.total:
         print(f"{result.total:,} difference(s): --repair republishes them to {args.consumer}")
     else:
@@ -250,6 +295,11 @@ def _print(args: argparse.Namespace, pair: Any, result: Reconciliation, repaired
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     """Backfill one consumer, resuming from its checkpoint."""
+    with _failures(f"backfilling {args.entity} to {args.consumer}"):
+        return _backfill(args)
+
+
+def _backfill(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from replication.dlq.move import RateLimit
@@ -258,20 +308,25 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     if args.page_size < 1 or (args.rate is not None and args.rate <= 0):
         print("error: --page-size and --rate must be positive", file=sys.stderr)
         return EXIT_USAGE
-    context, pair = _pair(args, owner_url=args.owner_url)
+    context, pair = _pair(args, owner_url=args.owner_url, mirror=False)
     try:
         info = pair.declaration.contract
+        queue = _queue(pair, args.prefix)
+        owner = pair.owner_engine.url.render_as_string(hide_password=True)
         path = Path(
             args.checkpoint
             or f".replication/backfill-{args.consumer}-{info.entity}-v{info.version}.json"
         )
-        wanted = Checkpoint(path, info.entity, info.version, args.consumer, sorted(args.where))
+        wanted = Checkpoint(
+            path, info.entity, info.version, args.consumer, sorted(args.where), queue.url, owner
+        )
         existing = None if args.restart else Checkpoint.load(path)
         if existing is not None and not existing.matches(wanted):
             raise ConfigurationError(
                 f"the checkpoint {path} is of another backfill ({existing.consumer}, "
-                f"{existing.entity} v{existing.version}, where {existing.where}): pass "
-                "--checkpoint for this one, or --restart"
+                f"{existing.entity} v{existing.version}, where {existing.where}, to "
+                f"{existing.queue}, from {existing.owner}): pass --checkpoint for this one, "
+                "or --restart"
             )
         if existing is not None and existing.done:
             print(
@@ -283,7 +338,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         job = Backfill(
             pair.source,
             pair.owner_engine,
-            _queue(pair, args.prefix),
+            queue,
             checkpoint,
             where=pair.where,
             page_size=args.page_size,
@@ -311,4 +366,12 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         f"backfilled {info.label} to {args.consumer}: sent {summary.sent:,} snapshot(s) in "
         f"{summary.pages} page(s){resumed}, {summary.seconds:.1f} s; checkpoint {path}"
     )
+    if summary.skipped:
+        print(
+            f"{len(summary.skipped)} row(s) skipped, not valid {info.label} states:",
+            file=sys.stderr,
+        )
+        for line in summary.skipped[:20]:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_INCOMPLETE
     return EXIT_OK

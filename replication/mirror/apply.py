@@ -148,9 +148,11 @@ def refresh_changes(
     k, columns, marker = statements.key_count, statements.columns, statements.paramstyle_marker
     end = len(columns) - _META
     version, deleted, *stamps = columns[end:]
-    sets = ", ".join(f"{c} = {marker}" for c in [*columns[k:end], *stamps])
-    where = " AND ".join(f"{c} = {marker}" for c in [*columns[:k], version, deleted])
-    sql = f"UPDATE {statements.table} SET {sets} WHERE {where}"
+    # Quoted: a mirror's table and fields may be named like SQL keywords (order, group).
+    quote = "`{}`" if statements.dialect == "mysql" else '"{}"'
+    sets = ", ".join(f"{quote.format(c)} = {marker}" for c in [*columns[k:end], *stamps])
+    where = " AND ".join(f"{quote.format(c)} = {marker}" for c in [*columns[:k], version, deleted])
+    sql = f"UPDATE {quote.format(statements.table)} SET {sets} WHERE {where}"
     written = set()
     cursor = raw.cursor()
     try:

@@ -83,6 +83,7 @@ class KeyString(sa.String):
 
 
 @compiles(KeyString, "mysql")
+@compiles(KeyString, "mariadb")
 def _key_string_mysql(element: KeyString, compiler: TypeCompiler, **kw: Any) -> str:
     mariadb = getattr(compiler.dialect, "is_mariadb", False)
     collation = "utf8mb4_nopad_bin" if mariadb else "utf8mb4_0900_bin"

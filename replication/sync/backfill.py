@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import ValidationError
 
 from replication.dlq.move import RateLimit
 from replication.errors import ConfigurationError
-from replication.events import upserted
+from replication.events import ChangeEvent, describe_validation_error, upserted
 from replication.sync.send import ConsumerQueue
 from replication.sync.source import OwnerSource
 from replication.sync.where import Condition
@@ -42,18 +43,20 @@ class Checkpoint:
     version: int
     consumer: str
     where: list[str]
+    queue: str = ""
+    """The queue URL (another prefix or account is another backfill)."""
+    owner: str = ""
+    """The owner's database URL, password hidden."""
     after: list[Any] | None = None
     sent: int = 0
     done: bool = False
 
     def matches(self, other: Checkpoint) -> bool:
-        """Whether ``other`` is the same backfill (same entity, consumer and filter)."""
-        return (self.entity, self.version, self.consumer, self.where) == (
-            other.entity,
-            other.version,
-            other.consumer,
-            other.where,
-        )
+        """Whether ``other`` is the same backfill: entity, consumer, filter, queue, owner."""
+        return self._identity() == other._identity()
+
+    def _identity(self) -> tuple[Any, ...]:
+        return (self.entity, self.version, self.consumer, self.where, self.queue, self.owner)
 
     def save(self) -> None:
         """Write it atomically (a crash leaves the old or the new file, never half)."""
@@ -64,6 +67,8 @@ class Checkpoint:
             "version": self.version,
             "consumer": self.consumer,
             "where": self.where,
+            "queue": self.queue,
+            "owner": self.owner,
             "after": self.after,
             "sent": self.sent,
             "done": self.done,
@@ -86,16 +91,21 @@ class Checkpoint:
             raise ConfigurationError(f"cannot read the checkpoint {path}: {exc}") from None
         if not isinstance(document, dict) or document.get("format") != CHECKPOINT_FORMAT:
             raise ConfigurationError(f"{path} is not a backfill checkpoint")
-        return cls(
-            path,
-            document["entity"],
-            document["version"],
-            document["consumer"],
-            list(document["where"]),
-            document["after"],
-            document["sent"],
-            document["done"],
-        )
+        try:
+            return cls(
+                path,
+                document["entity"],
+                document["version"],
+                document["consumer"],
+                list(document["where"]),
+                document["queue"],
+                document["owner"],
+                document["after"],
+                document["sent"],
+                document["done"],
+            )
+        except (KeyError, TypeError) as exc:
+            raise ConfigurationError(f"{path} is not a complete checkpoint ({exc})") from None
 
 
 @dataclass
@@ -108,6 +118,7 @@ class BackfillSummary:
     """Events already sent by the interrupted run this one resumed."""
     seconds: float = 0.0
     skipped: list[str] = field(default_factory=list)
+    """Rows not sent, with why (the key and the problem, never the values)."""
 
 
 def _json_key(value: Any) -> Any:
@@ -151,7 +162,7 @@ class Backfill:
                 connection, size=self.page_size, after=after, where=self._filters()
             ):
                 connection.rollback()  # no snapshot held open between pages
-                events = [upserted(self.source.state(row), self._version(row)) for row in rows]
+                events = self._events(rows, summary)
                 for start in range(0, len(events), self.rate.batch):
                     chunk = events[start : start + self.rate.batch]
                     self.rate.wait(len(chunk))
@@ -167,5 +178,16 @@ class Backfill:
         summary.seconds = time.monotonic() - started
         return summary
 
-    def _version(self, row: Any) -> int:
-        return int(row._mapping[self.source.version])
+    def _events(self, rows: list[Any], summary: BackfillSummary) -> list[ChangeEvent]:
+        """The rows' snapshots; a row that is not a valid state is skipped and noted."""
+        events = []
+        for row in rows:
+            try:
+                events.append(
+                    upserted(self.source.state(row), int(row._mapping[self.source.version]))
+                )
+            except (ValidationError, ValueError, TypeError) as exc:
+                key = ",".join(str(part) for part in self.source.key_of(row))
+                reason = describe_validation_error(exc) if isinstance(exc, ValidationError) else exc
+                summary.skipped.append(f"{key}: {reason}")
+        return events

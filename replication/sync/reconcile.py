@@ -53,6 +53,7 @@ from replication.sync.sql import (
     key_order,
     row_hash,
 )
+from replication.sync.where import Condition
 
 DriftKind = Literal["missing", "extra", "older", "differs", "ahead"]
 DRIFT_KINDS: tuple[DriftKind, ...] = ("missing", "extra", "older", "differs", "ahead")
@@ -74,7 +75,9 @@ class Side:
 
     @property
     def dialect(self) -> str:
-        """The database's dialect name."""
+        """The database's dialect name (``mariadb`` apart from ``mysql``: their JSON differs)."""
+        if getattr(self.engine.dialect, "is_mariadb", False):
+            return "mariadb"
         return self.engine.dialect.name
 
     def key_text(self) -> ColumnElement[Any]:
@@ -109,26 +112,35 @@ def owner_side(
     source: OwnerSource,
     declaration: MirrorDeclaration,
     engine: sa.Engine,
-    where: list[ColumnElement[bool]] | None = None,
+    where: Sequence[Condition] = (),
 ) -> Side:
-    """The owner's table, restricted to the fields ``declaration`` mirrors."""
+    """The owner's table, restricted to the fields ``declaration`` mirrors (and ``where``)."""
     info = declaration.contract
     keys = [(source.expression(k), info.fields[k].kind) for k in info.key]
     fields = _fields(declaration, source.expression)
-    return Side("owner", engine, source.table, keys, source.version_column, fields, where or [])
+    dialect = engine.dialect.name
+    filters = [c.sql(source.expression(c.field), dialect) for c in where]
+    return Side("owner", engine, source.table, keys, source.version_column, fields, filters)
 
 
 def mirror_side(
     declaration: MirrorDeclaration,
     engine: sa.Engine,
-    where: list[ColumnElement[bool]] | None = None,
+    where: Sequence[Condition] = (),
 ) -> Side:
     """The consumer's mirror: its live rows (tombstones are the owner's absent keys)."""
     table = mirror_table(declaration)
     info = declaration.contract
     keys = [(table.c[k], info.fields[k].kind) for k in info.key]
     fields = _fields(declaration, lambda name: table.c[name])
-    live = [table.c[DELETED] == sa.false(), *(where or [])]
+    unmirrored = [c.text for c in where if c.field not in declaration.fields]
+    if unmirrored:
+        raise ConfigurationError(
+            f"--where {', '.join(unmirrored)}: {declaration.service} does not mirror that "
+            "field, so its mirror cannot be filtered on it"
+        )
+    dialect = engine.dialect.name
+    live = [table.c[DELETED] == sa.false(), *(c.sql(table.c[c.field], dialect) for c in where)]
     return Side("mirror", engine, table, keys, table.c[VERSION], fields, live)
 
 
@@ -159,6 +171,8 @@ class Reconciliation:
     """The differing keys, up to the limit asked for (``counts`` has them all)."""
     skipped_fields: tuple[str, ...] = ()
     """Mirrored fields left out of the content comparison (JSON across two dialects)."""
+    unconfirmed: int = 0
+    """*differs* keys beyond the limit, counted but not given the second look."""
     seconds: float = 0.0
 
     @property

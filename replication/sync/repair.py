@@ -2,9 +2,12 @@
 
 Keys the owner has (missing, older, differs) are read again from the owner's
 table and sent as snapshots at their current version; keys the owner no
-longer has (extra) get a tombstone one version above the mirror's row. Keys
-where the mirror is ahead of its owner are not touched: no event from the
-owner can lower a version, and the owner's data needs looking at first.
+longer has (extra) get a tombstone one version above the mirror's row, after
+checking, key by key and without any ``--where`` filter, that the owner
+really has no such row (one it has gets a snapshot instead: a tombstone
+would win over its later events). Keys where the mirror is ahead of its owner
+are not touched: no event from the owner can lower a version, and the
+owner's data needs looking at first.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from replication.manifest import MirrorDeclaration
 from replication.sync.reconcile import Drift, Reconciliation
 from replication.sync.send import ConsumerQueue
 from replication.sync.source import OwnerSource
+from replication.sync.verify import subject_of
+from replication.sync.where import bind_value
 
 CHUNK = 500
 
@@ -51,13 +56,44 @@ def repair(
         events = _snapshots(source, owner, present[start : start + CHUNK])
         summary.gone += min(CHUNK, len(present) - start) - len(events)
         summary.snapshots += queue.send(events)
-    tombstones: list[ChangeEvent] = [
-        deleted(declaration.contract, d.key, (d.mirror_version or 0) + 1)
-        for d in result.drifts
-        if d.kind == "extra"
-    ]
-    summary.tombstones = queue.send(tombstones)
+    extras = [d for d in result.drifts if d.kind == "extra"]
+    for start in range(0, len(extras), CHUNK):
+        chunk = extras[start : start + CHUNK]
+        still_there = _by_mirror_keys(source, declaration, owner, chunk)
+        summary.snapshots += queue.send(list(still_there.values()))
+        summary.tombstones += queue.send(
+            [
+                deleted(declaration.contract, d.key, (d.mirror_version or 0) + 1)
+                for d in chunk
+                if d.subject not in still_there
+            ]
+        )
     return summary
+
+
+def _by_mirror_keys(
+    source: OwnerSource, declaration: MirrorDeclaration, owner: sa.Engine, drifts: list[Drift]
+) -> dict[str, ChangeEvent]:
+    """Snapshots of the owner rows with the keys of ``drifts`` (as the mirror holds them)."""
+    info = declaration.contract
+    keys = source.keys()
+    dialect = owner.dialect.name
+    wanted = [
+        tuple(
+            bind_value(expr, spec.kind, value, dialect)
+            for expr, spec, value in zip(keys, info.key_specs, d.key, strict=True)
+        )
+        for d in drifts
+    ]
+    with owner.connect() as connection:
+        rows = list(connection.execute(source.select().where(sa.tuple_(*keys).in_(wanted))))
+    found = {}
+    for row in rows:
+        state = source.state(row)
+        found[subject_of(info, state.key_values())] = upserted(
+            state, int(row._mapping[source.version])
+        )
+    return found
 
 
 def _snapshots(source: OwnerSource, owner: sa.Engine, drifts: list[Drift]) -> list[ChangeEvent]:

@@ -16,8 +16,9 @@ folder); database URLs from the variables the manifests name.
 
 from __future__ import annotations
 
-__all__ = ["emit_metrics", "lambda_handler", "reconcile_target"]
+__all__ = ["ReconcileFailedError", "emit_metrics", "lambda_handler", "reconcile_target"]
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,10 @@ from typing import Any
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from replication.consumer.observe import NAMESPACE
-from replication.errors import ConfigurationError
+from replication.errors import ConfigurationError, ReplicationError
 from replication.sync.reconcile import Reconciliation
 
+_log = logging.getLogger(__name__)
 _NAMES = {
     "missing": "MirrorMissing",
     "extra": "MirrorExtra",
@@ -71,11 +73,23 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             "(consumer:entity, comma-separated)"
         )
     manifests = [Path(os.environ.get("REPLICATION_MANIFESTS", "."))]
-    results = []
-    for target in targets:
-        consumer, entity, result = reconcile_target(target, manifests)
+    results: list[dict[str, Any]] = []
+    failed: list[str] = []
+    for target in targets:  # one failing target does not cost the others their metrics
+        try:
+            consumer, entity, result = reconcile_target(target, manifests)
+        except Exception as exc:
+            _log.exception("reconciling %s failed", target)
+            failed.append(f"{target}: {exc}")
+            continue
         emit_metrics(result, consumer=consumer, entity=entity)
         results.append(
             {"consumer": consumer, "entity": entity, "drift": result.total, **result.counts}
         )
+    if failed:
+        raise ReconcileFailedError("; ".join(failed))
     return {"results": results}
+
+
+class ReconcileFailedError(ReplicationError):
+    """Some targets could not be reconciled (the others' metrics were emitted)."""

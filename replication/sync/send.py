@@ -21,6 +21,8 @@ from replication.events import ChangeEvent, encode_event
 from replication.payloads import EXTENDED_SIZE_ATTRIBUTE, SNS_MAX_BYTES, PayloadStore
 
 MAX_BATCH = 10
+MAX_BATCH_BYTES = 256 * 1024
+"""SQS's limit for a whole SendMessageBatch (bodies and attributes)."""
 _ATTEMPTS = 3
 
 
@@ -45,13 +47,21 @@ class ConsumerQueue:
         self._payloads = payloads
 
     def send(self, events: Sequence[ChangeEvent], *, refresh: bool = True) -> int:
-        """Send ``events`` in order (batches of ten); returns how many were sent."""
-        sent = 0
-        for start in range(0, len(events), MAX_BATCH):
-            batch = events[start : start + MAX_BATCH]
-            self._send_batch([self._entry(n, e, refresh) for n, e in enumerate(batch)])
-            sent += len(batch)
-        return sent
+        """Send ``events`` in order (batches of at most ten and 256 KiB); returns the count."""
+        batch: list[dict[str, Any]] = []
+        size = 0
+        for event in events:
+            entry = self._entry(len(batch), event, refresh)
+            entry_size = _size(entry)
+            if batch and (len(batch) == MAX_BATCH or size + entry_size > MAX_BATCH_BYTES):
+                self._send_batch(batch)
+                batch, size = [], 0
+                entry["Id"] = "0"
+            batch.append(entry)
+            size += entry_size
+        if batch:
+            self._send_batch(batch)
+        return len(events)
 
     def _entry(self, n: int, event: ChangeEvent, refresh: bool) -> dict[str, Any]:
         body = encode_event(event).decode()
@@ -88,3 +98,12 @@ class ConsumerQueue:
                 )
             pending = [e for e in pending if e["Id"] in failed]
         raise SendError(f"SQS did not take {len(pending)} message(s) for {self.url} after retries")
+
+
+def _size(entry: dict[str, Any]) -> int:
+    """What SQS counts of an entry: the body, and each attribute's name, type and value."""
+    size = len(entry["MessageBody"].encode())
+    for name, value in entry["MessageAttributes"].items():
+        size += len(name.encode()) + len(value["DataType"].encode())
+        size += len(value["StringValue"].encode())
+    return size

@@ -24,6 +24,7 @@ __all__ = [
     "binary_text",
     "bucket_of",
     "canonical",
+    "canonical_value",
     "connect",
     "field_parts",
     "joined",
@@ -38,6 +39,7 @@ import hashlib
 import json
 import types
 import typing
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
@@ -115,7 +117,12 @@ def _canonical_pg(element: canonical, compiler: Any, **kw: Any) -> str:
         [value] = list(element.clauses)
         if isinstance(value.type, sa.Uuid):
             return f"CAST({x} AS TEXT)"  # PostgreSQL writes UUIDs in lower case
-        return f'lower(CAST({x} AS TEXT) COLLATE "C")'
+        # Text holding a UUID, hyphenated or as 32 hex digits, in either case (lower-casing
+        # the usual hyphenated form is cheaper than parsing it).
+        return (
+            f"CASE WHEN char_length({x}) = 36 THEN lower(CAST({x} AS TEXT) COLLATE \"C\") "
+            f"ELSE CAST(CAST({x} AS UUID) AS TEXT) END"
+        )
     if kind == "bool":
         return f"CASE WHEN {x} THEN '1' WHEN NOT {x} THEN '0' END"
     if kind == "decimal":
@@ -139,7 +146,12 @@ def _canonical_mysql(element: canonical, compiler: Any, **kw: Any) -> str:
     if kind in ("int", "float"):
         return f"CAST({x} AS CHAR)"
     if kind == "uuid":
-        return f"LOWER({x})"
+        # SQLAlchemy's Uuid is CHAR(32) here (hex without hyphens); mirrors hold 36 characters.
+        hyphenated = (
+            f"CONCAT_WS('-', SUBSTRING({x}, 1, 8), SUBSTRING({x}, 9, 4), "
+            f"SUBSTRING({x}, 13, 4), SUBSTRING({x}, 17, 4), SUBSTRING({x}, 21))"
+        )
+        return f"LOWER(IF(CHAR_LENGTH({x}) = 32, {hyphenated}, {x}))"
     if kind == "bool":
         return f"CASE WHEN {x} THEN '1' WHEN NOT {x} THEN '0' END"
     if kind == "decimal":
@@ -176,8 +188,15 @@ def _hash_int_mysql(element: _hash_int, compiler: Any, **kw: Any) -> str:
     return f"CAST(CONV(SUBSTRING(MD5({utf8}), 1, {element.digits}), 16, 10) AS UNSIGNED)"
 
 
+_MAX_ARGUMENTS = 90
+"""PostgreSQL takes at most 100 arguments in a function call: longer rows join in groups."""
+
+
 def joined(parts: list[ColumnElement[Any]]) -> ColumnElement[str]:
     """The parts' texts joined by :data:`SEPARATOR`, NULL written as :data:`NULL_MARK`."""
+    if len(parts) > _MAX_ARGUMENTS:
+        groups = [parts[i : i + _MAX_ARGUMENTS] for i in range(0, len(parts), _MAX_ARGUMENTS)]
+        return joined([joined(group) for group in groups])
     texts = [sa.func.coalesce(p, sa.literal(NULL_MARK)) for p in parts]
     return sa.func.concat_ws(sa.literal(SEPARATOR), *texts)
 
@@ -327,7 +346,8 @@ def _binary_text_sqlite(element: binary_text, compiler: Any, **kw: Any) -> str:
     return _arg(compiler, element, **kw)  # SQLite compares text byte by byte already
 
 
-def _canonical_python(kind: str, scale: int, value: Any) -> str | None:
+def canonical_value(kind: str, scale: int, value: Any) -> str | None:
+    """The canonical text of a Python value of a field of ``kind`` (SQLite's, and keys')."""
     if value is None:
         return None
     if kind == "datetime":
@@ -342,7 +362,7 @@ def _canonical_python(kind: str, scale: int, value: Any) -> str | None:
     if kind == "int":
         return str(int(value))
     if kind == "uuid":
-        return str(value).lower()
+        return str(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
     if kind == "json":
         document = json.loads(value) if isinstance(value, str | bytes) else value
         return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -355,8 +375,8 @@ def _hash_python(text: str | None, digits: int) -> int | None:
     if text is None:
         return None
     value = int(hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()[:digits], 16)
-    # SQLite sums in 64-bit integers: 52-bit row hashes leave room for 2,048 rows a bucket.
-    return value & (2**52 - 1) if digits > 13 else value
+    # SQLite sums in 64-bit integers: 40-bit row hashes leave room for 8 million rows a bucket.
+    return value & (2**40 - 1) if digits > 10 else value
 
 
 def _concat_ws(separator: str, *parts: Any) -> str:
@@ -365,11 +385,27 @@ def _concat_ws(separator: str, *parts: Any) -> str:
 
 @contextmanager
 def connect(engine: Any) -> Iterator[Any]:
-    """A connection of ``engine``; on SQLite, with the comparison's functions defined."""
+    """A connection of ``engine`` for a comparison: times in UTC; SQLite's functions defined.
+
+    The session time zone decides how PostgreSQL formats a ``timestamp`` and how
+    MySQL reads a ``TIMESTAMP``: UTC here, on both sides, for this transaction
+    (PostgreSQL) or until the connection is handed back (MySQL restores it).
+    """
     with engine.connect() as connection:
-        if engine.dialect.name == "sqlite":
+        name = engine.dialect.name
+        if name == "postgresql":
+            connection.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")
+        elif name in ("mysql", "mariadb"):
+            connection.exec_driver_sql("SET @replication_time_zone = @@session.time_zone")
+            connection.exec_driver_sql("SET time_zone = '+00:00'")
+        elif name == "sqlite":
             raw = connection.connection.dbapi_connection
-            raw.create_function("replication_canonical", 3, _canonical_python, deterministic=True)
+            raw.create_function("replication_canonical", 3, canonical_value, deterministic=True)
             raw.create_function("replication_hash", 2, _hash_python, deterministic=True)
             raw.create_function("concat_ws", -1, _concat_ws, deterministic=True)
-        yield connection
+        try:
+            yield connection
+        finally:
+            if name in ("mysql", "mariadb"):
+                connection.rollback()
+                connection.exec_driver_sql("SET time_zone = @replication_time_zone")

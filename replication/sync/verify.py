@@ -11,17 +11,19 @@ values.
 
 from __future__ import annotations
 
-__all__ = ["compare_mirror", "confirm_differences"]
+__all__ = ["compare_mirror", "confirm_differences", "subject_of"]
 
+import dataclasses
 import datetime as dt
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import ValidationError
 
 from replication.manifest import MirrorDeclaration
-from replication.mirror.tables import mirror_table
+from replication.mirror.tables import DELETED, mirror_table
 from replication.mirror.values import converters
 from replication.sync.reconcile import (
     Drift,
@@ -31,6 +33,8 @@ from replication.sync.reconcile import (
     reconcile,
 )
 from replication.sync.source import OwnerSource
+from replication.sync.sql import canonical_value
+from replication.sync.where import Condition
 
 CHUNK = 500
 
@@ -41,15 +45,14 @@ def compare_mirror(
     owner: sa.Engine,
     mirror: sa.Engine,
     *,
-    owner_where: list[Any] | None = None,
-    mirror_where: list[Any] | None = None,
+    where: Sequence[Condition] = (),
     buckets: int = 4096,
     limit: int = 10_000,
 ) -> Reconciliation:
     """Reconcile ``declaration``'s mirror with its owner's table, differences confirmed."""
     result = reconcile(
-        owner_side(source, declaration, owner, owner_where),
-        mirror_side(declaration, mirror, mirror_where),
+        owner_side(source, declaration, owner, where),
+        mirror_side(declaration, mirror, where),
         buckets=buckets,
         limit=limit,
     )
@@ -66,6 +69,7 @@ def confirm_differences(
 ) -> None:
     """Drop the *differs* drifts whose mirrored values are equal; name the fields of the rest."""
     suspects = [d for d in result.drifts if d.kind == "differs"]
+    result.unconfirmed = result.counts["differs"] - len(suspects)
     if not suspects:
         return
     confirmed: dict[str, Drift] = {}
@@ -78,16 +82,12 @@ def confirm_differences(
             if mine is None or theirs is None:
                 confirmed[drift.subject] = drift  # changed meanwhile: keep it, a rerun tells
                 continue
-            fields = tuple(f for f in declaration.fields if mine[1].get(f) != theirs.get(f))
+            if isinstance(theirs, tuple):  # the mirror's row is not valid for the contract
+                fields = theirs
+            else:
+                fields = tuple(f for f in declaration.fields if mine[1].get(f) != theirs.get(f))
             if fields:
-                confirmed[drift.subject] = Drift(
-                    "differs",
-                    drift.subject,
-                    drift.key,
-                    drift.owner_version,
-                    drift.mirror_version,
-                    fields,
-                )
+                confirmed[drift.subject] = dataclasses.replace(drift, fields=fields)
     kept = []
     for drift in result.drifts:
         if drift.kind != "differs":
@@ -104,12 +104,13 @@ def _owner_values(
 ) -> dict[str, tuple[tuple[Any, ...], dict[str, Any]]]:
     keys = source.keys()
     query = source.select().where(sa.tuple_(*keys).in_([d.key for d in chunk]))
+    info = declaration.contract
     found = {}
     with owner.connect() as connection:
         for row in connection.execute(query):
             state = source.state(row)
-            values = state.model_dump(mode="json", include=set(declaration.fields))
-            found[_subject(state.key_values())] = (state.key_values(), values)
+            values = state.model_dump(include=set(declaration.fields))
+            found[subject_of(info, state.key_values())] = (state.key_values(), values)
     return found
 
 
@@ -117,26 +118,34 @@ def _mirror_values(
     declaration: MirrorDeclaration,
     mirror: sa.Engine,
     owned: dict[str, tuple[tuple[Any, ...], dict[str, Any]]],
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, dict[str, Any] | tuple[str, ...]]:
+    """Each live mirror row's values, or the fields that make it invalid for the contract."""
     info = declaration.contract
     table = mirror_table(declaration)
-    dialect = mirror.dialect.name
+    dialect = "mysql" if mirror.dialect.name == "mariadb" else mirror.dialect.name
     convert = converters(tuple(info.fields[k].kind for k in info.key), dialect)
     keys = [tuple(f(v) for f, v in zip(convert, typed, strict=True)) for typed, _ in owned.values()]
     if not keys:
         return {}
     reader = info.reader(declaration.fields)
     columns = [table.c[name] for name in declaration.fields]
-    query = sa.select(*columns).where(sa.tuple_(*(table.c[k] for k in info.key)).in_(keys))
-    found = {}
+    query = sa.select(*columns).where(
+        sa.tuple_(*(table.c[k] for k in info.key)).in_(keys), table.c[DELETED] == sa.false()
+    )
+    found: dict[str, dict[str, Any] | tuple[str, ...]] = {}
+    positions = [declaration.fields.index(k) for k in info.key]
     with mirror.connect() as connection:
         for row in connection.execute(query):
+            subject = subject_of(info, tuple(row[i] for i in positions))
             values = {
                 name: _loaded(info.fields[name].kind, value)
                 for name, value in zip(declaration.fields, row, strict=True)
             }
-            state = reader.model_validate(values)
-            found[_subject(state.key_values())] = state.model_dump(mode="json")
+            try:
+                found[subject] = reader.model_validate(values).model_dump()
+            except ValidationError as exc:
+                bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+                found[subject] = tuple(f for f in declaration.fields if f in bad)
     return found
 
 
@@ -149,9 +158,11 @@ def _loaded(kind: str, value: Any) -> Any:
     if kind == "datetime" and isinstance(value, dt.datetime) and value.tzinfo is None:
         return value.replace(tzinfo=dt.UTC)
     if kind == "datetime" and isinstance(value, str):
-        return dt.datetime.fromisoformat(value)
+        return _loaded(kind, dt.datetime.fromisoformat(value))
     return value
 
 
-def _subject(key: Iterable[Any]) -> str:
-    return ",".join(str(part) for part in key)
+def subject_of(info: Any, key: Iterable[Any]) -> str:
+    """A key as reconcile names it: each part's canonical text, joined by commas."""
+    kinds = [spec.kind for spec in info.key_specs]
+    return ",".join(str(canonical_value(k, 0, v)) for k, v in zip(kinds, key, strict=True))

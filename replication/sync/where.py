@@ -9,14 +9,16 @@ never as SQL text.
 
 from __future__ import annotations
 
-__all__ = ["Condition", "parse_condition"]
+__all__ = ["Condition", "bind_value", "parse_condition"]
 
 import operator
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy as sa
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.sql.expression import ColumnElement
 
@@ -50,12 +52,19 @@ class Condition:
 
     def sql(self, expression: ColumnElement[Any], dialect: str) -> ColumnElement[bool]:
         """The condition on ``expression`` (that field's SQL on one side), values bound."""
-        [convert] = converters((self.kind,), dialect)
-        bound = [convert(v) for v in self.values]
+        bound = [bind_value(expression, self.kind, v, dialect) for v in self.values]
         if self.op == "in":
             return expression.in_(bound)
         result: ColumnElement[bool] = _OPERATORS[self.op](expression, bound[0])
         return result
+
+
+def bind_value(expression: ColumnElement[Any], kind: str, value: Any, dialect: str) -> Any:
+    """``value`` (of a contract field of ``kind``) as a parameter compared with ``expression``."""
+    if kind == "uuid" and isinstance(expression.type, sa.Uuid):
+        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+    [convert] = converters((kind,), "mysql" if dialect == "mariadb" else dialect)
+    return convert(value)
 
 
 def parse_condition(text: str, info: ContractInfo) -> Condition:

@@ -29,37 +29,25 @@ class Pair:
     declaration: MirrorDeclaration
     source: OwnerSource
     owner_engine: sa.Engine
-    mirror_engine: sa.Engine
+    mirror_engine: sa.Engine | None
+    """None when only the owner is read (a backfill)."""
     where: list[Condition] = field(default_factory=list)
 
     def compare(self, *, buckets: int = 4096, limit: int = 10_000) -> Reconciliation:
         """Reconcile the mirror with the owner (differences confirmed)."""
         from replication.sync.verify import compare_mirror
 
-        owner_dialect = self.owner_engine.dialect.name
-        mirror_dialect = self.mirror_engine.dialect.name
-        table = self._mirror_columns()
+        if self.mirror_engine is None:
+            raise ConfigurationError("this pair was opened without the consumer's database")
         return compare_mirror(
             self.source,
             self.declaration,
             self.owner_engine,
             self.mirror_engine,
-            owner_where=[c.sql(self.source.expression(c.field), owner_dialect) for c in self.where],
-            mirror_where=[c.sql(table.c[c.field], mirror_dialect) for c in self.where],
+            where=self.where,
             buckets=buckets,
             limit=limit,
         )
-
-    def _mirror_columns(self) -> sa.Table:
-        from replication.mirror.tables import mirror_table
-
-        missing = [c.text for c in self.where if c.field not in self.declaration.fields]
-        if missing:
-            raise ConfigurationError(
-                f"--where {', '.join(missing)}: {self.consumer.service} does not mirror that "
-                "field, so its mirror cannot be filtered on it"
-            )
-        return mirror_table(self.declaration)
 
 
 def _engine(url: str) -> sa.Engine:
@@ -81,6 +69,7 @@ def open_pair(
     owner_url: str | None = None,
     consumer_url: str | None = None,
     where: list[Condition] | None = None,
+    mirror: bool = True,
 ) -> Iterator[Pair]:
     """The pair of ``consumer``'s mirror of ``entity`` and its owner, engines disposed after."""
     found = {m.service: m for m in load_manifests(manifests)}
@@ -115,9 +104,10 @@ def open_pair(
     try:
         owner_engine = _engine(owner_url or owner.database_url())
         engines.append(owner_engine)
-        mirror_engine = _engine(consumer_url or reader.database_url())
+        mirror_engine = _engine(consumer_url or reader.database_url()) if mirror else None
         engines.append(mirror_engine)
         yield Pair(owner, reader, declaration, source, owner_engine, mirror_engine, where or [])
     finally:
         for engine in engines:
-            engine.dispose()
+            if engine is not None:
+                engine.dispose()
