@@ -120,7 +120,7 @@ def _canonical_pg(element: canonical, compiler: Any, **kw: Any) -> str:
         # Text holding a UUID, hyphenated or as 32 hex digits, in either case (lower-casing
         # the usual hyphenated form is cheaper than parsing it).
         return (
-            f"CASE WHEN char_length({x}) = 36 THEN lower(CAST({x} AS TEXT) COLLATE \"C\") "
+            f'CASE WHEN char_length({x}) = 36 THEN lower(CAST({x} AS TEXT) COLLATE "C") '
             f"ELSE CAST(CAST({x} AS UUID) AS TEXT) END"
         )
     if kind == "bool":
