@@ -4,6 +4,7 @@ export/purge/import, and the command's errors and exit codes."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import subprocess
 import sys
@@ -339,3 +340,22 @@ def test_a_replayed_message_keeps_its_attributes_within_the_limit_of_ten() -> No
         "a0": own["a0"],
         "replication.replays": {"DataType": "Number", "StringValue": "1"},
     }
+
+
+def test_a_message_is_read_as_its_consumer_reads_it(aws: MotoServer) -> None:
+    from tests.test_consumer_bad_inputs import customer, customer_key, text
+
+    queues = Queues(aws.client("sqs"))
+    queues.sqs.send_message(  # a field the consumer's contracts do not know yet
+        QueueUrl=queues.url(DLQ),
+        MessageBody=text(customer(7, loyalty_points=12)),
+        MessageAttributes={
+            "replication.reason": {"DataType": "String", "StringValue": "database down"}
+        },
+    )
+    code, out, err = cli("dlq", "show", "--service", "orders", "--json")
+    assert code == 0, out + err
+    [shown] = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert shown["key"] == customer_key(7)
+    assert (shown["decodes"], shown["problem"]) == (True, None)
+    assert shown["event"]["data"]["loyalty_points"] == 12  # the body is shown whole

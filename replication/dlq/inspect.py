@@ -42,6 +42,8 @@ class Target:
     dlq: str
     info: ContractInfo
     fifo: bool
+    fields: tuple[str, ...] = ()
+    """The fields the consumer mirrors: events are read as it reads them."""
 
     @property
     def entity(self) -> str:
@@ -74,7 +76,16 @@ def targets(
             for d in manifest.mirrors
             if (d.contract.entity, d.contract.version) == (spec.entity, spec.version)
         )
-        found.append(Target(spec.consumer, spec.name, spec.dlq, declaration.contract, spec.fifo))
+        found.append(
+            Target(
+                spec.consumer,
+                spec.name,
+                spec.dlq,
+                declaration.contract,
+                spec.fifo,
+                declaration.fields,
+            )
+        )
     if entity is not None:
         chosen = [t for t in found if entity in (t.entity, t.info.label)]
         if not chosen:
@@ -128,7 +139,7 @@ class Inspector:
             except Exception as exc:
                 self.lookup_problem = f"cannot read the consumer's failures table: {exc}"
         return [
-            describe(m, target.queue, target.info, records.get(m.source_message_id))
+            describe(m, target.queue, target.info, records.get(m.source_message_id), target.fields)
             for m in letters
         ]
 

@@ -24,7 +24,7 @@ __all__ = [
 import datetime as dt
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -166,8 +166,13 @@ def describe(
     source_queue: str,
     info: ContractInfo,
     recorded: FailureRecord | None = None,
+    fields: Sequence[str] = (),
 ) -> Described:
-    """Read ``letter`` (dead-lettered from ``source_queue``, a queue of ``info``)."""
+    """Read ``letter`` (dead-lettered from ``source_queue``, a queue of ``info``).
+
+    With ``fields`` (what the consumer mirrors) the event is read as the
+    consumer reads it: other fields, known or not, are not checked.
+    """
     reason = letter.text(REASON)
     kind: Kind
     receive_count: int | None
@@ -193,7 +198,7 @@ def describe(
         if found is not None:
             pointer = f"s3://{found[0]}/{found[1]}"
         else:
-            event = decode_event(envelope.message)
+            event = decode_event(envelope.message, fields=fields or None)
             subject = event.subject
     except InvalidEventError as exc:
         problem = str(exc)
