@@ -132,6 +132,9 @@ def test_drift_injected_in_a_mirror_is_found_exactly(engine: sa.Engine) -> None:
     }
     assert result.counts == {"missing": 4, "extra": 4, "older": 4, "differs": 2, "ahead": 0}
     assert result.owner_rows == 400 - 2
+    # The row tombstoned above the owner's version cannot be brought back by any event.
+    buried = {d.subject: d.mirror_version for d in result.drifts if d.buried}
+    assert buried == {tomb[0]: versions[tomb[0]] + 1}
     differs = {d.subject: d.fields for d in result.drifts if d.kind == "differs"}
     assert differs == {changed[0]: ("name",), changed[1]: ("address",)}
     older = {

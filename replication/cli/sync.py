@@ -234,6 +234,7 @@ def _as_json(args: argparse.Namespace, result: Reconciliation, repaired: Any) ->
                 "owner_version": d.owner_version,
                 "mirror_version": d.mirror_version,
                 "fields": list(d.fields),
+                "buried": d.buried,
             }
             for d in result.drifts
         ],
@@ -267,6 +268,11 @@ def _print(args: argparse.Namespace, pair: Any, result: Reconciliation, repaired
     for drift in result.drifts:
         versions = f"owner v{drift.owner_version or '-'}, mirror v{drift.mirror_version or '-'}"
         fields = f"; fields: {', '.join(drift.fields)}" if drift.fields else ""
+        if drift.buried:
+            fields = (
+                "; the mirror holds a tombstone at that version: the owner reused a deleted "
+                "key without continuing its version, and no repair can bring it back"
+            )
         print(f"{drift.kind:<8} {drift.subject}  ({versions}{fields})")
     if len(result.drifts) < result.total:
         print(f"... {result.total - len(result.drifts):,} more (--limit)")
@@ -281,7 +287,10 @@ def _print(args: argparse.Namespace, pair: Any, result: Reconciliation, repaired
             f"tombstone(s) to {args.consumer}'s queue; reconcile again once it has applied them"
         )
         if repaired.untouched:
-            print(f"  left alone (mirror ahead of its owner): {', '.join(repaired.untouched)}")
+            print(
+                "  left alone (mirror ahead of its owner, or a tombstone above it): "
+                + ", ".join(repaired.untouched)
+            )
         if result.total > len(result.drifts):
             print(
                 f"  {result.total - len(result.drifts):,} difference(s) beyond --limit were not "

@@ -156,6 +156,10 @@ class Drift:
     mirror_version: int | None
     fields: tuple[str, ...] = ()
     """For *differs*: the mirrored fields whose values differ."""
+    buried: bool = False
+    """For *missing*: the mirror holds a tombstone at or above the owner's version, so no
+    event of the owner's can bring the row back (it reused a deleted key without
+    continuing its version); ``mirror_version`` is the tombstone's."""
 
 
 @dataclass

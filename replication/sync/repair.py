@@ -38,7 +38,8 @@ class RepairSummary:
     gone: int = 0
     """Keys the owner deleted between the reconcile and the repair (its own event follows)."""
     untouched: list[str] = field(default_factory=list)
-    """Subjects left alone (the mirror is ahead of the owner)."""
+    """Subjects left alone: the mirror is ahead of the owner, or holds a tombstone at or
+    above the owner's version (no event of the owner's can change either)."""
 
 
 def repair(
@@ -50,8 +51,10 @@ def repair(
 ) -> RepairSummary:
     """Send what makes the mirror equal its owner again, for every drift in ``result``."""
     summary = RepairSummary()
-    present = [d for d in result.drifts if d.kind in ("missing", "older", "differs")]
-    summary.untouched = [d.subject for d in result.drifts if d.kind == "ahead"]
+    present = [
+        d for d in result.drifts if d.kind in ("missing", "older", "differs") and not d.buried
+    ]
+    summary.untouched = [d.subject for d in result.drifts if d.kind == "ahead" or d.buried]
     for start in range(0, len(present), CHUNK):
         events = _snapshots(source, owner, present[start : start + CHUNK])
         summary.gone += min(CHUNK, len(present) - start) - len(events)

@@ -11,11 +11,12 @@ values.
 
 from __future__ import annotations
 
-__all__ = ["compare_mirror", "confirm_differences", "subject_of"]
+__all__ = ["compare_mirror", "confirm_differences", "find_buried", "subject_of"]
 
 import dataclasses
 import datetime as dt
 import json
+import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -23,7 +24,7 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 
 from replication.manifest import MirrorDeclaration
-from replication.mirror.tables import DELETED, mirror_table
+from replication.mirror.tables import DELETED, VERSION, mirror_table
 from replication.mirror.values import converters
 from replication.sync.reconcile import (
     Drift,
@@ -57,7 +58,51 @@ def compare_mirror(
         limit=limit,
     )
     confirm_differences(result, source, declaration, owner, mirror)
+    find_buried(result, declaration, mirror)
     return result
+
+
+def find_buried(result: Reconciliation, declaration: MirrorDeclaration, mirror: sa.Engine) -> None:
+    """Mark the *missing* keys whose mirror tombstone is at or above the owner's version."""
+    missing = [d for d in result.drifts if d.kind == "missing"]
+    if not missing:
+        return
+    info = declaration.contract
+    table = mirror_table(declaration)
+    keys = [table.c[k] for k in info.key]
+    dialect = "mysql" if mirror.dialect.name == "mariadb" else mirror.dialect.name
+    convert = converters(tuple(spec.kind for spec in info.key_specs), dialect)
+    tombstones: dict[str, int] = {}
+    with mirror.connect() as connection:
+        for start in range(0, len(missing), CHUNK):
+            chunk = missing[start : start + CHUNK]
+            wanted = [
+                tuple(
+                    f(_typed(spec.kind, v))
+                    for f, spec, v in zip(convert, info.key_specs, d.key, strict=True)
+                )
+                for d in chunk
+            ]
+            query = sa.select(*keys, table.c[VERSION]).where(
+                sa.tuple_(*keys).in_(wanted), table.c[DELETED] == sa.true()
+            )
+            for row in connection.execute(query):
+                tombstones[subject_of(info, row[: len(keys)])] = int(row[-1])
+    result.drifts = [
+        dataclasses.replace(d, mirror_version=tombstones[d.subject], buried=True)
+        if d.kind == "missing"
+        and d.subject in tombstones
+        and tombstones[d.subject] >= (d.owner_version or 0)
+        else d
+        for d in result.drifts
+    ]
+
+
+def _typed(kind: str, value: Any) -> Any:
+    """An owner's raw key value as the contract types it (UUIDs in any stored form)."""
+    if kind == "uuid" and not isinstance(value, uuid.UUID):
+        return uuid.UUID(str(value))
+    return value
 
 
 def confirm_differences(
