@@ -30,18 +30,6 @@ __all__ = [
 DEFAULT_CONTRACTS = "contracts"
 
 
-def _manifests_option(command: argparse.ArgumentParser) -> None:
-    command.add_argument(
-        "--manifests", nargs="+", default=["examples"], help="manifest files or folders"
-    )
-
-
-def _prefix_option(command: argparse.ArgumentParser) -> None:
-    command.add_argument(
-        "--prefix", help="resource name prefix (default $REPLICATION_PREFIX or dev)"
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``replication`` command."""
     parser = argparse.ArgumentParser(
@@ -118,14 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Example: replication topology apply --manifests examples --prefix prod",
     )
     for sub in (plan, apply):
-        _manifests_option(sub)
-        _prefix_option(sub)
+        commands.manifests_option(sub)
+        commands.prefix_option(sub)
     render_cfn = topology_cmds.add_parser(
         "render",
         help="write CloudFormation templates (one per AWS account) for the topology",
         epilog="Example: replication topology render --manifests examples --out build/cfn",
     )
-    _manifests_option(render_cfn)
+    commands.manifests_option(render_cfn)
     render_cfn.add_argument(
         "--format", choices=["cloudformation"], default="cloudformation", help="output format"
     )
@@ -152,8 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="delete the topology's resources, after confirmation; keeps queues with messages",
         epilog="Example: replication topology destroy --prefix test --yes",
     )
-    _manifests_option(destroy)
-    _prefix_option(destroy)
+    commands.manifests_option(destroy)
+    commands.prefix_option(destroy)
     destroy.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     destroy.add_argument(
         "--delete-messages",
@@ -181,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
             epilog=f"Example: replication migrations {name} --service orders",
         )
         sub.add_argument("--service", required=True, help="the service whose tables to migrate")
-        _manifests_option(sub)
+        commands.manifests_option(sub)
         sub.add_argument("--url", help="database URL (default: the manifest's url_env variable)")
         sub.add_argument(
             "--versions", help="folder of the service's revisions (migrations/versions/<service>)"
@@ -203,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Example: CRM_DATABASE_URL=postgresql://... replication relay --service crm",
     )
     relay.add_argument("--service", required=True, help="the owner service to relay for")
-    _manifests_option(relay)
+    commands.manifests_option(relay)
     relay.add_argument("--once", action="store_true", help="drain once and exit")
     relay.add_argument(
         "--poll-interval",
@@ -211,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=5.0,
         help="seconds between polls where there is no LISTEN/NOTIFY (default 5)",
     )
-    _prefix_option(relay)
+    commands.prefix_option(relay)
     relay.add_argument("--payload-bucket", help="S3 bucket for events over 256 KiB")
     relay.add_argument("--batch-size", type=int, help="rows claimed per transaction (200)")
     relay.set_defaults(func=commands.cmd_relay)
@@ -227,8 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Example: ORDERS_DATABASE_URL=postgresql://... replication consume --service orders",
     )
     consume.add_argument("--service", required=True, help="the consumer service")
-    _manifests_option(consume)
-    _prefix_option(consume)
+    commands.manifests_option(consume)
+    commands.prefix_option(consume)
     consume.add_argument("--batch-size", type=int, default=10, help="records per batch (10)")
     consume.add_argument(
         "--batching-window",

@@ -30,12 +30,38 @@ def load_contracts(modules: str) -> None:
             raise ConfigurationError(f"cannot import contract module {name!r}: {exc}") from exc
 
 
-def find_manifests(paths: list[str]) -> list[Manifest]:
+def manifests_option(
+    command: argparse.ArgumentParser, help: str = "manifest files or folders"
+) -> None:
+    """``--manifests``: the manifest files or folders a command reads (default: examples)."""
+    command.add_argument("--manifests", nargs="+", default=["examples"], help=help)
+
+
+def prefix_option(command: argparse.ArgumentParser) -> None:
+    """``--prefix``: the topology's resource name prefix."""
+    command.add_argument(
+        "--prefix", help="resource name prefix (default $REPLICATION_PREFIX or dev)"
+    )
+
+
+def prefix_of(args: argparse.Namespace) -> str:
+    """The topology's prefix: --prefix, else $REPLICATION_PREFIX, else the default."""
+    from replication.topology.naming import DEFAULT_PREFIX
+
+    return str(args.prefix or os.environ.get("REPLICATION_PREFIX", DEFAULT_PREFIX))
+
+
+def existing_paths(paths: list[str]) -> list[Path]:
+    """``paths`` as Paths; ConfigurationError naming those that do not exist."""
     found = [Path(p) for p in paths]
     missing = [str(p) for p in found if not p.exists()]
     if missing:
         raise ConfigurationError(f"no such file or folder: {', '.join(missing)}")
-    manifests = load_manifests(found)
+    return found
+
+
+def find_manifests(paths: list[str]) -> list[Manifest]:
+    manifests = load_manifests(existing_paths(paths))
     if not manifests:
         raise ConfigurationError(f"no replication.yaml found under {', '.join(paths)}")
     return manifests
@@ -170,10 +196,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def topology_of(args: argparse.Namespace) -> Any:
     from replication.topology.model import build_topology
-    from replication.topology.naming import DEFAULT_PREFIX
 
-    prefix = args.prefix or os.environ.get("REPLICATION_PREFIX", DEFAULT_PREFIX)
-    return build_topology(find_manifests(args.manifests), prefix=prefix)
+    return build_topology(find_manifests(args.manifests), prefix=prefix_of(args))
 
 
 def cmd_topology_plan(args: argparse.Namespace) -> int:

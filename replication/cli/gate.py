@@ -10,10 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from replication.cli.commands import EXIT_INVALID, EXIT_OK
+from replication.cli.commands import EXIT_INVALID, EXIT_OK, existing_paths, manifests_option
 from replication.compat import Change, ConsumerUse, Report, compare, lock_document, read_lock
 from replication.contracts import registry
-from replication.errors import ConfigurationError
 from replication.manifest import mirrored_as_written
 
 DEFAULT_LOCK = "contracts.lock.json"
@@ -55,12 +54,7 @@ def add_commands(contracts_cmds: Any) -> None:
     )
     for command in (lock, check):
         command.add_argument("--lock", default=DEFAULT_LOCK, help=f"lock file ({DEFAULT_LOCK})")
-        command.add_argument(
-            "--manifests",
-            nargs="+",
-            default=["examples"],
-            help="the consumers' manifest files or folders (examples)",
-        )
+        manifests_option(command, help="the consumers' manifest files or folders (examples)")
     lock.add_argument(
         "--force", action="store_true", help="write it even when a change breaks a consumer"
     )
@@ -75,10 +69,7 @@ def add_commands(contracts_cmds: Any) -> None:
 
 
 def _report(args: argparse.Namespace) -> Report:
-    paths = [Path(p) for p in args.manifests]
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        raise ConfigurationError(f"no such file or folder: {', '.join(missing)}")
+    paths = existing_paths(args.manifests)
     uses = [
         ConsumerUse(service, entity, version, frozenset(fields))
         for service, entity, version, fields in mirrored_as_written(paths)

@@ -13,7 +13,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from replication.cli.commands import EXIT_OK, EXIT_USAGE
+from replication.cli.commands import (
+    EXIT_OK,
+    EXIT_USAGE,
+    existing_paths,
+    manifests_option,
+    prefix_of,
+    prefix_option,
+)
 from replication.cli.dlq.context import EXIT_INCOMPLETE
 from replication.errors import ConfigurationError, UnreachableError
 from replication.sync.reconcile import DRIFT_KINDS, Reconciliation
@@ -40,9 +47,7 @@ def _common(command: argparse.ArgumentParser) -> None:
         metavar="CONDITION",
         help="only rows where FIELD=VALUE (also != < <= > >=, or 'FIELD in A,B'); repeatable",
     )
-    command.add_argument(
-        "--manifests", nargs="+", default=["examples"], help="manifest files or folders"
-    )
+    manifests_option(command)
     command.add_argument("--owner-url", help="owner's database URL (default: its url_env)")
 
 
@@ -68,9 +73,7 @@ def add_commands(groups: Any) -> None:
     backfill.add_argument(
         "--restart", action="store_true", help="start from the first key, ignoring a checkpoint"
     )
-    backfill.add_argument(
-        "--prefix", help="resource name prefix (default $REPLICATION_PREFIX or dev)"
-    )
+    prefix_option(backfill)
     backfill.set_defaults(func=cmd_backfill)
 
     reconcile = groups.add_parser(
@@ -95,17 +98,16 @@ def add_commands(groups: Any) -> None:
     )
     reconcile.add_argument("--buckets", type=int, default=4096, help="buckets of keys (4096)")
     reconcile.add_argument("--limit", type=int, default=10_000, help="keys listed at most (10000)")
-    reconcile.add_argument(
-        "--prefix", help="resource name prefix (default $REPLICATION_PREFIX or dev)"
-    )
+    prefix_option(reconcile)
     reconcile.set_defaults(func=cmd_reconcile)
 
 
-def _queue(pair: Any, prefix: str | None) -> Any:
-    from replication.awsenv import aws_errors, locate
+def _queue(pair: Any, args: argparse.Namespace) -> Any:
+    from replication.awsenv import locate
+    from replication.dlq.queues import Queues
     from replication.payloads import PayloadStore
     from replication.sync.send import ConsumerQueue
-    from replication.topology.naming import DEFAULT_PREFIX, queue_name
+    from replication.topology.naming import queue_name
 
     where = locate()
     declaration = pair.declaration
@@ -113,52 +115,38 @@ def _queue(pair: Any, prefix: str | None) -> Any:
         pair.consumer.service,
         declaration.contract.entity,
         declaration.contract.version,
-        prefix=prefix or os.environ.get("REPLICATION_PREFIX", DEFAULT_PREFIX),
+        prefix=prefix_of(args),
         fifo=declaration.fifo,
     )
     sqs = where.session.client("sqs")
-    with aws_errors(f"finding queue {name}"):
-        try:
-            url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-        except sqs.exceptions.QueueDoesNotExist:
-            raise ConfigurationError(
-                f"queue {name} does not exist: check --prefix and the region, or run "
-                "`replication topology apply`"
-            ) from None
+    url = Queues(sqs).url(name)
     bucket = os.environ.get("REPLICATION_PAYLOAD_BUCKET")
     payloads = PayloadStore(where.session.client("s3"), bucket) if bucket else None
     return ConsumerQueue(sqs, url, fifo=declaration.fifo, payloads=payloads)
 
 
+@contextmanager
 def _pair(
     args: argparse.Namespace,
     *,
     owner_url: str | None,
     consumer_url: str | None = None,
     mirror: bool = True,
-) -> Any:
+) -> Iterator[Any]:
+    """The owner and consumer of ``args``, with the --where conditions parsed."""
     from replication.sync.where import parse_condition
     from replication.sync.wiring import open_pair
 
-    manifests = [Path(p) for p in args.manifests]
-    missing = [str(p) for p in manifests if not p.exists()]
-    if missing:
-        raise ConfigurationError(f"no such file or folder: {', '.join(missing)}")
-    context = open_pair(
-        manifests,
+    with open_pair(
+        existing_paths(args.manifests),
         entity=args.entity,
         consumer=args.consumer,
         owner_url=owner_url,
         consumer_url=consumer_url,
         mirror=mirror,
-    )
-    pair = context.__enter__()
-    try:
+    ) as pair:
         pair.where = [parse_condition(t, pair.declaration.contract) for t in args.where]
-    except BaseException:
-        context.__exit__(*sys.exc_info())
-        raise
-    return context, pair
+        yield pair
 
 
 @contextmanager
@@ -190,18 +178,15 @@ def _reconcile(args: argparse.Namespace) -> int:
     if args.buckets < 1 or args.limit < 1:
         print("error: --buckets and --limit must be positive", file=sys.stderr)
         return EXIT_USAGE
-    context, pair = _pair(args, owner_url=args.owner_url, consumer_url=args.consumer_url)
-    try:
+    with _pair(args, owner_url=args.owner_url, consumer_url=args.consumer_url) as pair:
         result = pair.compare(buckets=args.buckets, limit=args.limit)
         repaired = None
         if args.repair and result.total:
             from replication.sync.repair import repair
 
             repaired = repair(
-                result, pair.source, pair.declaration, pair.owner_engine, _queue(pair, args.prefix)
+                result, pair.source, pair.declaration, pair.owner_engine, _queue(pair, args)
             )
-    finally:
-        context.__exit__(None, None, None)
     if args.metrics:
         from replication.sync.scheduled import emit_metrics
 
@@ -317,10 +302,9 @@ def _backfill(args: argparse.Namespace) -> int:
     if args.page_size < 1 or (args.rate is not None and args.rate <= 0):
         print("error: --page-size and --rate must be positive", file=sys.stderr)
         return EXIT_USAGE
-    context, pair = _pair(args, owner_url=args.owner_url, mirror=False)
-    try:
+    with _pair(args, owner_url=args.owner_url, mirror=False) as pair:
         info = pair.declaration.contract
-        queue = _queue(pair, args.prefix)
+        queue = _queue(pair, args)
         owner = pair.owner_engine.url.render_as_string(hide_password=True)
         path = Path(
             args.checkpoint
@@ -368,8 +352,6 @@ def _backfill(args: argparse.Namespace) -> int:
 
             job.on_page = advance
             summary = job.run()
-    finally:
-        context.__exit__(None, None, None)
     resumed = f", resumed after {summary.resumed_after:,}" if summary.resumed_after else ""
     print(
         f"backfilled {info.label} to {args.consumer}: sent {summary.sent:,} snapshot(s) in "

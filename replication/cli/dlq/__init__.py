@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from replication.cli.commands import manifests_option, prefix_option
 from replication.cli.dlq.files import cmd_export, cmd_import, cmd_purge
 from replication.cli.dlq.read import cmd_list, cmd_show
 from replication.cli.dlq.replay import cmd_replay
@@ -35,12 +36,8 @@ def _common(command: argparse.ArgumentParser, *, service_required: bool) -> None
         required=service_required,
         help="the consumer service" + ("" if service_required else " (default: every one)"),
     )
-    command.add_argument(
-        "--manifests", nargs="+", default=["examples"], help="manifest files or folders"
-    )
-    command.add_argument(
-        "--prefix", help="resource name prefix (default $REPLICATION_PREFIX or dev)"
-    )
+    manifests_option(command)
+    prefix_option(command)
     command.add_argument(
         "--database-url",
         help="the consumer's database (default: the variable its manifest names)",

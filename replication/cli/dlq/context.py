@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from replication.cli.commands import find_manifests
+from replication.cli.commands import find_manifests, prefix_of
 from replication.errors import ConfigurationError
 
 EXIT_INCOMPLETE = 4
@@ -115,10 +115,3 @@ def age(seconds: float | None) -> str:
     if hours < 48:
         return f"{hours}h{minutes:02d}m"
     return f"{hours // 24}d{hours % 24:02d}h"
-
-
-def prefix_of(args: argparse.Namespace) -> str:
-    """The topology's prefix: --prefix, else $REPLICATION_PREFIX, else the default."""
-    from replication.topology.naming import DEFAULT_PREFIX
-
-    return str(args.prefix or os.environ.get("REPLICATION_PREFIX", DEFAULT_PREFIX))

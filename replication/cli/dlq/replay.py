@@ -8,8 +8,8 @@ import sys
 from collections import Counter
 from typing import Any
 
-from replication.cli.commands import EXIT_OK, EXIT_USAGE
-from replication.cli.dlq.context import EXIT_INCOMPLETE, Context, prefix_of, progress
+from replication.cli.commands import EXIT_OK, EXIT_USAGE, prefix_of
+from replication.cli.dlq.context import EXIT_INCOMPLETE, Context, progress
 from replication.errors import ConfigurationError
 
 
