@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from examples.catalog import service as catalog
 from examples.crm import service as crm
-from replication.events import ChangeEvent, deleted, upserted
+from replication.events import ChangeEvent, deleted
 from replication.manifest import MirrorDeclaration, load_manifest
 from replication.mirror import apply_changes
 from replication.mirror.render import statements_for
@@ -101,8 +101,7 @@ def owner_events(engine: sa.Engine, declaration: MirrorDeclaration) -> list[Chan
     """Every owner row of ``declaration``'s entity as a snapshot event at its version."""
     source = crm.customer_source if declaration is CUSTOMERS else catalog.product_source
     with engine.connect() as conn:
-        rows = list(conn.execute(source.select()))
-    return [upserted(source.state(row), row._mapping["version"]) for row in rows]
+        return [source.snapshot(row) for row in conn.execute(source.select())]
 
 
 def mirror_owner(engine: sa.Engine) -> None:

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import random
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from contracts import Address, Customer
+from contracts import Customer
 from examples.catalog import service as catalog
 from examples.crm import service as crm
-from replication.events import upserted
 from replication.manifest import MirrorDeclaration
 from replication.sync.reconcile import Reconciliation
 from replication.sync.source import OwnerSource
@@ -187,23 +184,6 @@ UUID_OWNER = sa.Table(
 )
 
 
-def _uuid_state(row: Any) -> Any:
-    created = row.created_at
-    return Customer(
-        id=row.id,
-        name=row.name,
-        email=row.email,
-        tier=row.tier,
-        credit_limit=row.credit_limit,
-        created_at=created if created.tzinfo else created.replace(tzinfo=dt.UTC),
-        tags=list(row.tags or []),
-        address=Address(
-            street=row.street, city=row.city, postal_code=row.postal_code, country=row.country
-        ),
-        phone=row.phone,
-    )
-
-
 UUID_SOURCE = OwnerSource(
     Customer,
     UUID_OWNER,
@@ -216,7 +196,7 @@ UUID_SOURCE = OwnerSource(
             country=UUID_OWNER.c.country,
         )
     },
-    to_contract=_uuid_state,
+    to_contract=crm.to_contract,
 )
 
 
@@ -230,7 +210,7 @@ def test_an_owner_keyed_by_native_uuids_matches_its_mirror(engine: sa.Engine) ->
             conn.execute(UUID_OWNER.insert(), [{**r, "id": uuid.UUID(r["id"])} for r in rows])
         with engine.connect() as conn:
             stored = list(conn.execute(UUID_SOURCE.select()))
-        apply(engine, CUSTOMERS, [upserted(_uuid_state(r), r.version) for r in stored])
+        apply(engine, CUSTOMERS, [UUID_SOURCE.snapshot(r) for r in stored])
 
         equal = compare_mirror(UUID_SOURCE, CUSTOMERS, engine, engine, buckets=16)
         assert equal.total == 0, equal.drifts[:3]

@@ -138,3 +138,10 @@ def test_help_has_an_example(command: str) -> None:
     code, out, _ = run_cli(command, "--help")
     assert code == 0
     assert f"Example: replication {command}" in out
+
+
+def test_mariadb_urls_convert_values_as_mysql() -> None:
+    from replication.mirror.values import converters
+
+    kinds = ("uuid", "datetime", "json", "enum")
+    assert converters(kinds, "mariadb") == converters(kinds, "mysql")

@@ -60,7 +60,7 @@ def to_contract(row: CustomerRow) -> Customer:
     if created.tzinfo is None:  # SQLite and MySQL hand back UTC without an offset
         created = created.replace(tzinfo=dt.UTC)
     return Customer(
-        id=uuid.UUID(row.id),
+        id=uuid.UUID(str(row.id)),  # text here; a native UUID in a Uuid column
         name=row.name,
         email=row.email,
         tier=Tier(row.tier),

@@ -134,8 +134,11 @@ _COPY: dict[str, Converter] = {
 
 @cache
 def converters(kinds: tuple[str, ...], target: str) -> tuple[Converter, ...]:
-    """One converter per column, for a dialect's bind parameters or for ``COPY``."""
+    """One converter per column, for a dialect's bind parameters or for ``COPY``.
+
+    ``mariadb`` (SQLAlchemy's name for a ``mariadb://`` URL) converts as ``mysql``.
+    """
     if target == COPY:
         return tuple(_COPY[kind] for kind in kinds)
-    table = _PARAM[target]
+    table = _PARAM["mysql" if target == "mariadb" else target]
     return tuple(table.get(kind, _same) for kind in kinds)

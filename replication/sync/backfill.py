@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from replication.dlq.move import RateLimit
 from replication.errors import ConfigurationError
-from replication.events import ChangeEvent, describe_validation_error, upserted
+from replication.events import ChangeEvent, describe_validation_error
 from replication.sync.send import ConsumerQueue
 from replication.sync.source import OwnerSource
 from replication.sync.where import Condition
@@ -183,9 +183,7 @@ class Backfill:
         events = []
         for row in rows:
             try:
-                events.append(
-                    upserted(self.source.state(row), int(row._mapping[self.source.version]))
-                )
+                events.append(self.source.snapshot(row))
             except (ValidationError, ValueError, TypeError) as exc:
                 key = ",".join(str(part) for part in self.source.key_of(row))
                 reason = describe_validation_error(exc) if isinstance(exc, ValidationError) else exc

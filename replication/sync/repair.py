@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from replication.events import ChangeEvent, deleted, upserted
+from replication.events import ChangeEvent, deleted
 from replication.manifest import MirrorDeclaration
 from replication.sync.reconcile import Drift, Reconciliation
 from replication.sync.send import ConsumerQueue
@@ -56,8 +56,9 @@ def repair(
     ]
     summary.untouched = [d.subject for d in result.drifts if d.kind == "ahead" or d.buried]
     for start in range(0, len(present), CHUNK):
-        events = _snapshots(source, owner, present[start : start + CHUNK])
-        summary.gone += min(CHUNK, len(present) - start) - len(events)
+        chunk = present[start : start + CHUNK]
+        events = [source.snapshot(r) for r in source.rows_with_keys(owner, [d.key for d in chunk])]
+        summary.gone += len(chunk) - len(events)
         summary.snapshots += queue.send(events)
     extras = [d for d in result.drifts if d.kind == "extra"]
     for start in range(0, len(extras), CHUNK):
@@ -88,19 +89,5 @@ def _by_mirror_keys(
         )
         for d in drifts
     ]
-    with owner.connect() as connection:
-        rows = list(connection.execute(source.select().where(sa.tuple_(*keys).in_(wanted))))
-    found = {}
-    for row in rows:
-        state = source.state(row)
-        found[subject_of(info, state.key_values())] = upserted(
-            state, int(row._mapping[source.version])
-        )
-    return found
-
-
-def _snapshots(source: OwnerSource, owner: sa.Engine, drifts: list[Drift]) -> list[ChangeEvent]:
-    query = source.select().where(sa.tuple_(*source.keys()).in_([d.key for d in drifts]))
-    with owner.connect() as connection:
-        rows = list(connection.execute(query))
-    return [upserted(source.state(row), int(row._mapping[source.version])) for row in rows]
+    events = [source.snapshot(row) for row in source.rows_with_keys(owner, wanted)]
+    return {subject_of(info, event.key): event for event in events}

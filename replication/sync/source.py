@@ -27,7 +27,7 @@ from __future__ import annotations
 __all__ = ["OwnerSource", "load_source"]
 
 import importlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,7 @@ from sqlalchemy.sql.expression import ColumnElement
 
 from replication.contracts import Contract, ContractInfo
 from replication.errors import ConfigurationError
+from replication.events import ChangeEvent, upserted
 
 _LABEL = "field__"
 
@@ -106,6 +107,16 @@ class OwnerSource:
             if name in self.columns or name in mapping
         }
         return self.contract.model_validate(values)
+
+    def snapshot(self, row: Any) -> ChangeEvent:
+        """The upsert of a row of :meth:`select`: its state at its current version."""
+        return upserted(self.state(row), int(row._mapping[self.version]))
+
+    def rows_with_keys(self, engine: sa.Engine, keys: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """The rows of :meth:`select` with these keys (as the owner's columns hold them)."""
+        query = self.select().where(sa.tuple_(*self.keys()).in_(list(keys)))
+        with engine.connect() as connection:
+            return list(connection.execute(query))
 
     def pages(
         self,

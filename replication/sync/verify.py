@@ -70,8 +70,7 @@ def find_buried(result: Reconciliation, declaration: MirrorDeclaration, mirror: 
     info = declaration.contract
     table = mirror_table(declaration)
     keys = [table.c[k] for k in info.key]
-    dialect = "mysql" if mirror.dialect.name == "mariadb" else mirror.dialect.name
-    convert = converters(tuple(spec.kind for spec in info.key_specs), dialect)
+    convert = converters(tuple(spec.kind for spec in info.key_specs), mirror.dialect.name)
     tombstones: dict[str, int] = {}
     with mirror.connect() as connection:
         for start in range(0, len(missing), CHUNK):
@@ -147,15 +146,12 @@ def confirm_differences(
 def _owner_values(
     source: OwnerSource, declaration: MirrorDeclaration, owner: sa.Engine, chunk: list[Drift]
 ) -> dict[str, tuple[tuple[Any, ...], dict[str, Any]]]:
-    keys = source.keys()
-    query = source.select().where(sa.tuple_(*keys).in_([d.key for d in chunk]))
     info = declaration.contract
     found = {}
-    with owner.connect() as connection:
-        for row in connection.execute(query):
-            state = source.state(row)
-            values = state.model_dump(include=set(declaration.fields))
-            found[subject_of(info, state.key_values())] = (state.key_values(), values)
+    for row in source.rows_with_keys(owner, [d.key for d in chunk]):
+        state = source.state(row)
+        values = state.model_dump(include=set(declaration.fields))
+        found[subject_of(info, state.key_values())] = (state.key_values(), values)
     return found
 
 
@@ -167,8 +163,7 @@ def _mirror_values(
     """Each live mirror row's values, or the fields that make it invalid for the contract."""
     info = declaration.contract
     table = mirror_table(declaration)
-    dialect = "mysql" if mirror.dialect.name == "mariadb" else mirror.dialect.name
-    convert = converters(tuple(info.fields[k].kind for k in info.key), dialect)
+    convert = converters(tuple(info.fields[k].kind for k in info.key), mirror.dialect.name)
     keys = [tuple(f(v) for f, v in zip(convert, typed, strict=True)) for typed, _ in owned.values()]
     if not keys:
         return {}

@@ -63,7 +63,7 @@ def bind_value(expression: ColumnElement[Any], kind: str, value: Any, dialect: s
     """``value`` (of a contract field of ``kind``) as a parameter compared with ``expression``."""
     if kind == "uuid" and isinstance(expression.type, sa.Uuid):
         return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
-    [convert] = converters((kind,), "mysql" if dialect == "mariadb" else dialect)
+    [convert] = converters((kind,), dialect)
     return convert(value)
 
 
