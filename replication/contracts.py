@@ -92,12 +92,14 @@ class ContractInfo:
         their types, constraints and field validators; model validators
         (rules across fields) belong to the owner and do not run here.
         """
-        wanted = set(fields) | set(self.key)
-        names = tuple(name for name in self.fields if name in wanted)
-        slot = (self.model, names)
-        model = _readers.get(slot)
+        # Asked once per event: the fields as given find the model without recomputing.
+        asked = (self.model, tuple(fields))
+        model = _readers.get(asked)
         if model is None:
-            model = _readers[slot] = _reader_model(self, names)
+            wanted = set(asked[1]) | set(self.key)
+            names = tuple(name for name in self.fields if name in wanted)
+            model = _readers.get((self.model, names)) or _reader_model(self, names)
+            _readers[(self.model, names)] = _readers[asked] = model
         return model
 
 

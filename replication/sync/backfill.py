@@ -15,7 +15,6 @@ __all__ = ["Backfill", "BackfillSummary", "Checkpoint"]
 import json
 import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,10 +121,9 @@ class BackfillSummary:
 
 
 def _json_key(value: Any) -> Any:
+    """A key part as the checkpoint's JSON keeps it: JSON values as they are, others as text."""
     if isinstance(value, bool | int | float | str) or value is None:
         return value
-    if isinstance(value, uuid.UUID):
-        return str(value)
     return str(value)
 
 
