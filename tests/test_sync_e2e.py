@@ -46,6 +46,8 @@ COLUMNS = (
     "id, name, email, tier, credit_limit, created_at, tags, address, phone, "
     "_version, _deleted, _event_id, _event_time, _applied_at"
 )
+BACKFILL = ("backfill", "--entity", "crm.customer", "--consumer", "orders")
+RECONCILE = ("reconcile", "--entity", "crm.customer", "--consumer", "orders")
 ORDERS = load_manifest(ROOT / "examples" / "orders" / "replication.yaml")
 
 
@@ -131,13 +133,20 @@ class Stage:
     def cli(self, *args: str) -> tuple[int, str, str]:
         return run_cli(*args)
 
+    def backfill(self, *args: str) -> tuple[int, str, str]:
+        """``replication backfill`` of crm.customer to orders."""
+        return self.cli(*BACKFILL, *args)
+
+    def existing_customers(self, count: int) -> list[str]:
+        """Customers created before orders subscribed: their events never reached it."""
+        keys = self.create_customers(count)
+        with self.crm.begin() as conn:
+            conn.exec_driver_sql("DELETE FROM replication_outbox")
+        return keys
+
     def reconcile(self) -> dict[str, Any]:
         code, out, err = self.cli(
-            "reconcile",
-            "--entity",
-            "crm.customer",
-            "--consumer",
-            "orders",
+            *RECONCILE,
             "--json",
             "--buckets",
             "64",
@@ -214,23 +223,13 @@ def stage(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> It
 def test_a_new_consumer_backfilled_while_the_owner_writes_ends_equal(
     stage: Stage, tmp_path: Path
 ) -> None:
-    stage.create_customers(400)
-    with stage.crm.begin() as conn:  # published before orders subscribed: never reached it
-        conn.exec_driver_sql("DELETE FROM replication_outbox")
+    stage.existing_customers(400)
     stop = threading.Event()
     owner = threading.Thread(target=stage.churn, args=(15, stop))
     owner.start()
     try:
-        code, out, err = stage.cli(
-            "backfill",
-            "--entity",
-            "crm.customer",
-            "--consumer",
-            "orders",
-            "--page-size",
-            "40",
-            "--checkpoint",
-            str(tmp_path / "cp.json"),
+        code, out, err = stage.backfill(
+            "--page-size", "40", "--checkpoint", str(tmp_path / "cp.json")
         )
     finally:
         owner.join()
@@ -252,19 +251,10 @@ def test_a_new_consumer_backfilled_while_the_owner_writes_ends_equal(
 
 
 def test_a_backfill_killed_midway_resumes_from_its_checkpoint(stage: Stage, tmp_path: Path) -> None:
-    stage.create_customers(300)
-    with stage.crm.begin() as conn:
-        conn.exec_driver_sql("DELETE FROM replication_outbox")
+    stage.existing_customers(300)
     checkpoint = tmp_path / "cp.json"
     command = [
-        sys.executable,
-        "-m",
-        "replication.cli",
-        "backfill",
-        "--entity",
-        "crm.customer",
-        "--consumer",
-        "orders",
+        *(sys.executable, "-m", "replication.cli", *BACKFILL),
         "--page-size",
         "20",
         "--rate",
@@ -287,17 +277,7 @@ def test_a_backfill_killed_midway_resumes_from_its_checkpoint(stage: Stage, tmp_
     assert 60 <= interrupted["sent"] < 300
     assert interrupted["done"] is False
 
-    code, out, err = stage.cli(
-        "backfill",
-        "--entity",
-        "crm.customer",
-        "--consumer",
-        "orders",
-        "--page-size",
-        "50",
-        "--checkpoint",
-        str(checkpoint),
-    )
+    code, out, err = stage.backfill("--page-size", "50", "--checkpoint", str(checkpoint))
     assert code == 0, err
     assert f"resumed after {interrupted['sent']}" in out
     resumed = json.loads(checkpoint.read_text())
@@ -308,15 +288,7 @@ def test_a_backfill_killed_midway_resumes_from_its_checkpoint(stage: Stage, tmp_
     assert stage.mirror() == stage.owner()
     assert stage.reconcile()["drift"] == 0
 
-    again = stage.cli(
-        "backfill",
-        "--entity",
-        "crm.customer",
-        "--consumer",
-        "orders",
-        "--checkpoint",
-        str(checkpoint),
-    )
+    again = stage.backfill("--checkpoint", str(checkpoint))
     assert again[0] == 0
     assert "completed" in again[1]
 
@@ -324,20 +296,12 @@ def test_a_backfill_killed_midway_resumes_from_its_checkpoint(stage: Stage, tmp_
 def test_drift_injected_in_a_mirror_is_found_exactly_and_repaired(
     stage: Stage, tmp_path: Path
 ) -> None:
-    keys = stage.create_customers(200)
-    stage.cli(
-        "backfill",
-        "--entity",
-        "crm.customer",
-        "--consumer",
-        "orders",
-        "--checkpoint",
-        str(tmp_path / "cp.json"),
-    )
+    keys = stage.existing_customers(200)
+    stage.backfill("--checkpoint", str(tmp_path / "cp.json"))
     stage.consume()
     assert stage.reconcile()["drift"] == 0
     rng = random.Random(11)
-    gone, changed, rolled, owner_gone = (rng.sample(keys, 3), None, None, None)
+    gone = rng.sample(keys, 3)
     rest = [k for k in keys if k not in gone]
     changed, rolled, owner_gone = rest[:2], rest[2:4], rest[4:6]
     extra = str(uuid.UUID(int=rng.getrandbits(128), version=4))
@@ -383,9 +347,7 @@ def test_drift_injected_in_a_mirror_is_found_exactly_and_repaired(
         ("name", "credit_limit")
     }
 
-    code, out, err = stage.cli(
-        "reconcile", "--entity", "crm.customer", "--consumer", "orders", "--repair"
-    )
+    code, out, err = stage.cli(*RECONCILE, "--repair")
     assert code == 0, err
     assert "repaired: sent 7 snapshot(s) and 3 tombstone(s)" in out
     stage.consume()
@@ -430,13 +392,8 @@ def test_the_scheduled_reconcile_publishes_drift_as_metrics(
 def test_a_filtered_repair_never_deletes_a_row_its_owner_still_has(
     stage: Stage, tmp_path: Path
 ) -> None:
-    stage.create_customers(60)
-    with stage.crm.begin() as conn:
-        conn.exec_driver_sql("DELETE FROM replication_outbox")
-    checkpoint = str(tmp_path / "cp.json")
-    stage.cli(
-        "backfill", "--entity", "crm.customer", "--consumer", "orders", "--checkpoint", checkpoint
-    )
+    stage.existing_customers(60)
+    stage.backfill("--checkpoint", str(tmp_path / "cp.json"))
     stage.consume()
     with stage.crm.begin() as conn:  # the owner moves one out of gold; its event is lost
         [key] = conn.execute(
@@ -449,16 +406,7 @@ def test_a_filtered_repair_never_deletes_a_row_its_owner_still_has(
             {"k": key},
         )
 
-    code, out, err = stage.cli(
-        "reconcile",
-        "--entity",
-        "crm.customer",
-        "--consumer",
-        "orders",
-        "--where",
-        "tier=gold",
-        "--repair",
-    )
+    code, out, err = stage.cli(*RECONCILE, "--where", "tier=gold", "--repair")
 
     assert code == 0, err
     assert f"extra    {key}" in out  # gold in the mirror only
