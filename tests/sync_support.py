@@ -23,6 +23,8 @@ from replication.mirror.tables import mirror_table
 from tests.test_outbox import engine_for
 
 ROOT = Path(__file__).resolve().parent.parent
+BACKFILL = ("backfill", "--entity", "crm.customer", "--consumer", "orders")
+RECONCILE = ("reconcile", "--entity", "crm.customer", "--consumer", "orders")
 ORDERS = load_manifest(ROOT / "examples" / "orders" / "replication.yaml")
 CUSTOMERS = ORDERS.mirror("crm.customer")
 PRODUCTS = ORDERS.mirror("catalog.product")

@@ -16,7 +16,6 @@ from examples.crm import service as crm
 from replication.manifest import MirrorDeclaration
 from replication.sync.reconcile import Reconciliation
 from replication.sync.source import OwnerSource
-from replication.sync.sql import json_object
 from replication.sync.verify import compare_mirror
 from tests.sync_support import (
     CUSTOMERS,
@@ -188,14 +187,7 @@ UUID_SOURCE = OwnerSource(
     Customer,
     UUID_OWNER,
     version="version",
-    columns={
-        "address": json_object(
-            street=UUID_OWNER.c.street,
-            city=UUID_OWNER.c.city,
-            postal_code=UUID_OWNER.c.postal_code,
-            country=UUID_OWNER.c.country,
-        )
-    },
+    columns={"address": crm.address_of(UUID_OWNER)},
     to_contract=crm.to_contract,
 )
 

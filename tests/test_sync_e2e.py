@@ -39,15 +39,13 @@ from replication.topology.model import build_topology
 from tests.aws import ACCOUNT, REGION, MotoServer, moto_server
 from tests.databases import MYSQL_URL, POSTGRES_URL, unavailable
 from tests.e2e_support import run_cli
-from tests.sync_support import customer_row
+from tests.sync_support import BACKFILL, RECONCILE, customer_row
 
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = (
     "id, name, email, tier, credit_limit, created_at, tags, address, phone, "
     "_version, _deleted, _event_id, _event_time, _applied_at"
 )
-BACKFILL = ("backfill", "--entity", "crm.customer", "--consumer", "orders")
-RECONCILE = ("reconcile", "--entity", "crm.customer", "--consumer", "orders")
 ORDERS = load_manifest(ROOT / "examples" / "orders" / "replication.yaml")
 
 

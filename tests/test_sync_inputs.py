@@ -11,6 +11,7 @@ from contracts import Customer, Product
 from replication.errors import ConfigurationError
 from replication.sync.where import parse_condition
 from tests.e2e_support import run_cli
+from tests.sync_support import BACKFILL, RECONCILE
 
 ROOT = Path(__file__).resolve().parent.parent
 CUSTOMER = Customer.__contract__
@@ -63,11 +64,7 @@ def test_conditions_are_typed_by_the_contract() -> None:
         ),
         (
             [
-                "reconcile",
-                "--entity",
-                "crm.customer",
-                "--consumer",
-                "orders",
+                *RECONCILE,
                 "--where",
                 "tier=golden",
             ],
@@ -75,22 +72,18 @@ def test_conditions_are_typed_by_the_contract() -> None:
             "not a value of tier",
         ),
         (
-            ["reconcile", "--entity", "crm.customer", "--consumer", "orders", "--buckets", "0"],
+            [*RECONCILE, "--buckets", "0"],
             2,
             "must be positive",
         ),
         (
-            ["backfill", "--entity", "crm.customer", "--consumer", "orders", "--rate", "0"],
+            [*BACKFILL, "--rate", "0"],
             2,
             "must be positive",
         ),
         (
             [
-                "reconcile",
-                "--entity",
-                "crm.customer",
-                "--consumer",
-                "orders",
+                *RECONCILE,
                 "--manifests",
                 "nowhere",
             ],

@@ -79,19 +79,23 @@ tracker.track(CustomerRow, Customer, to_contract=to_contract)
 
 customers = cast(sa.Table, CustomerRow.__table__)
 """crm's customer table as a Core table."""
-_customers = customers
+
+
+def address_of(table: sa.Table) -> json_object:
+    """The contract's address, in SQL, from a customer table's four address columns."""
+    return json_object(
+        street=table.c.street,
+        city=table.c.city,
+        postal_code=table.c.postal_code,
+        country=table.c.country,
+    )
+
+
 customer_source = OwnerSource(
     Customer,
     customers,
     version="version",
-    columns={
-        "address": json_object(
-            street=_customers.c.street,
-            city=_customers.c.city,
-            postal_code=_customers.c.postal_code,
-            country=_customers.c.country,
-        )
-    },
+    columns={"address": address_of(customers)},
     to_contract=to_contract,
 )
 """Where backfills and reconciles read crm's customers (named in its manifest)."""
