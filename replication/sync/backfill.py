@@ -28,7 +28,7 @@ from replication.errors import ConfigurationError
 from replication.events import ChangeEvent, describe_validation_error
 from replication.sync.send import ConsumerQueue
 from replication.sync.source import OwnerSource
-from replication.sync.where import Condition
+from replication.sync.where import Condition, filters
 
 CHECKPOINT_FORMAT = "replication.backfill/1"
 
@@ -148,7 +148,7 @@ class Backfill:
 
     def _filters(self) -> list[Any]:
         dialect = self.engine.dialect.name
-        return [c.sql(self.source.expression(c.field), dialect) for c in self.where]
+        return filters(self.where, self.source.expression, dialect)
 
     def run(self) -> BackfillSummary:
         """Send every selected row after the checkpoint's key; saves the checkpoint per page."""

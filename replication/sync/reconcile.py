@@ -53,7 +53,7 @@ from replication.sync.sql import (
     key_order,
     row_hash,
 )
-from replication.sync.where import Condition
+from replication.sync.where import Condition, filters
 
 DriftKind = Literal["missing", "extra", "older", "differs", "ahead"]
 DRIFT_KINDS: tuple[DriftKind, ...] = ("missing", "extra", "older", "differs", "ahead")
@@ -119,8 +119,8 @@ def owner_side(
     keys = [(source.expression(k), info.fields[k].kind) for k in info.key]
     fields = _fields(declaration, source.expression)
     dialect = engine.dialect.name
-    filters = [c.sql(source.expression(c.field), dialect) for c in where]
-    return Side("owner", engine, source.table, keys, source.version_column, fields, filters)
+    owned = filters(where, source.expression, dialect)
+    return Side("owner", engine, source.table, keys, source.version_column, fields, owned)
 
 
 def mirror_side(
@@ -140,7 +140,7 @@ def mirror_side(
             "field, so its mirror cannot be filtered on it"
         )
     dialect = engine.dialect.name
-    live = [table.c[DELETED] == sa.false(), *(c.sql(table.c[c.field], dialect) for c in where)]
+    live = [table.c[DELETED] == sa.false(), *filters(where, lambda name: table.c[name], dialect)]
     return Side("mirror", engine, table, keys, table.c[VERSION], fields, live)
 
 

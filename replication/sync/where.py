@@ -9,12 +9,12 @@ never as SQL text.
 
 from __future__ import annotations
 
-__all__ = ["Condition", "bind_value", "parse_condition"]
+__all__ = ["Condition", "bind_value", "filters", "parse_condition"]
 
 import operator
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +57,15 @@ class Condition:
             return expression.in_(bound)
         result: ColumnElement[bool] = _OPERATORS[self.op](expression, bound[0])
         return result
+
+
+def filters(
+    conditions: Sequence[Condition],
+    column: Callable[[str], ColumnElement[Any]],
+    dialect: str,
+) -> list[ColumnElement[bool]]:
+    """The conditions in SQL on one side, ``column`` giving each field's expression there."""
+    return [c.sql(column(c.field), dialect) for c in conditions]
 
 
 def bind_value(expression: ColumnElement[Any], kind: str, value: Any, dialect: str) -> Any:
