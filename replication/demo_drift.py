@@ -14,6 +14,7 @@ from replication.sync.reconcile import DRIFT_KINDS, Reconciliation
 def drift_and_repair(say: Any, owner: sa.Engine, orders: sa.Engine, runner: Any, sqs: Any) -> bool:
     """Damage orders' customer mirror, reconcile, repair, reconcile; True when equal again."""
     from examples.crm import service as crm
+    from replication.dlq.queues import Queues
     from replication.manifest import load_manifest
     from replication.sync.repair import repair
     from replication.sync.send import ConsumerQueue
@@ -41,8 +42,8 @@ def drift_and_repair(say: Any, owner: sa.Engine, orders: sa.Engine, runner: Any,
     found = compare_mirror(crm.customer_source, declaration, owner, orders, buckets=64)
     _report(say, "replication reconcile", found)
     queue = next(q for q in runner.queues if "crm-customer" in q.name)
-    url = sqs.get_queue_url(QueueName=queue.name)["QueueUrl"]
-    sent = repair(found, crm.customer_source, declaration, owner, ConsumerQueue(sqs, url))
+    target = ConsumerQueue(Queues(sqs), queue.name)
+    sent = repair(found, crm.customer_source, declaration, owner, target)
     say.line(
         f"--repair: {sent.snapshots} snapshot(s) and {sent.tombstones} tombstone(s) sent to "
         f"{queue.name} only (other consumers see nothing)"

@@ -118,11 +118,11 @@ def _queue(pair: Any, args: argparse.Namespace) -> Any:
         prefix=prefix_of(args),
         fifo=declaration.fifo,
     )
-    sqs = where.session.client("sqs")
-    url = Queues(sqs).url(name)
+    queues = Queues(where.session.client("sqs"))
+    queues.url(name)  # a missing queue is said now, before any row is read
     bucket = os.environ.get("REPLICATION_PAYLOAD_BUCKET")
     payloads = PayloadStore(where.session.client("s3"), bucket) if bucket else None
-    return ConsumerQueue(sqs, url, fifo=declaration.fifo, payloads=payloads)
+    return ConsumerQueue(queues, name, fifo=declaration.fifo, payloads=payloads)
 
 
 @contextmanager

@@ -16,13 +16,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from replication.consumer.records import REFRESH
+from replication.dlq.queues import Outgoing, Queues
 from replication.errors import TransientError
 from replication.events import ChangeEvent, encode_event
 from replication.payloads import EXTENDED_SIZE_ATTRIBUTE, SNS_MAX_BYTES, PayloadStore
 
-MAX_BATCH = 10
-MAX_BATCH_BYTES = 256 * 1024
-"""SQS's limit for a whole SendMessageBatch (bodies and attributes)."""
 _ATTEMPTS = 3
 
 
@@ -35,37 +33,42 @@ class ConsumerQueue:
 
     def __init__(
         self,
-        sqs: Any,
-        url: str,
+        queues: Queues,
+        name: str,
         *,
         fifo: bool = False,
         payloads: PayloadStore | None = None,
     ) -> None:
-        self._sqs = sqs
-        self.url = url
+        self._queues = queues
+        self.name = name
         self.fifo = fifo
         self._payloads = payloads
 
-    def send(self, events: Sequence[ChangeEvent], *, refresh: bool = True) -> int:
-        """Send ``events`` in order (batches of at most ten and 256 KiB); returns the count."""
-        batch: list[dict[str, Any]] = []
-        size = 0
-        for event in events:
-            entry = self._entry(len(batch), event, refresh)
-            entry_size = _size(entry)
-            if batch and (len(batch) == MAX_BATCH or size + entry_size > MAX_BATCH_BYTES):
-                self._send_batch(batch)
-                batch, size = [], 0
-                entry["Id"] = "0"
-            batch.append(entry)
-            size += entry_size
-        if batch:
-            self._send_batch(batch)
-        return len(events)
+    @property
+    def url(self) -> str:
+        """The queue's URL (QueueNotFoundError when it does not exist)."""
+        return self._queues.url(self.name)
 
-    def _entry(self, n: int, event: ChangeEvent, refresh: bool) -> dict[str, Any]:
+    def send(self, events: Sequence[ChangeEvent], *, refresh: bool = True) -> int:
+        """Send ``events`` in order (batches of at most ten and 256 KiB); returns the count.
+
+        Messages SQS did not take are sent again, twice at most; then SendError.
+        """
+        pending = [self._message(str(n), event, refresh) for n, event in enumerate(events)]
+        problems: dict[str, str] = {}
+        for _ in range(_ATTEMPTS):
+            problems = self._queues.send(self.name, pending)
+            if not problems:
+                return len(events)
+            pending = [m for m in pending if m.key in problems]
+        raise SendError(
+            f"SQS did not take {len(problems)} message(s) for {self.name}: "
+            + "; ".join(sorted(set(problems.values())))
+        )
+
+    def _message(self, key: str, event: ChangeEvent, refresh: bool) -> Outgoing:
         body = encode_event(event).decode()
-        attributes: dict[str, dict[str, str]] = {}
+        attributes: dict[str, dict[str, Any]] = {}
         if refresh:
             attributes[REFRESH] = {"DataType": "String", "StringValue": "true"}
         size = len(body.encode())
@@ -77,33 +80,6 @@ class ConsumerQueue:
                 )
             body = self._payloads.offload(str(event.id), body)
             attributes[EXTENDED_SIZE_ATTRIBUTE] = {"DataType": "Number", "StringValue": str(size)}
-        entry: dict[str, Any] = {"Id": str(n), "MessageBody": body, "MessageAttributes": attributes}
-        if self.fifo:
-            entry["MessageGroupId"] = event.subject
-            entry["MessageDeduplicationId"] = f"{event.id.hex}-refresh"
-        return entry
-
-    def _send_batch(self, entries: list[dict[str, Any]]) -> None:
-        pending = entries
-        for _ in range(_ATTEMPTS):
-            response = self._sqs.send_message_batch(QueueUrl=self.url, Entries=pending)
-            failed = {f["Id"]: f for f in response.get("Failed", [])}
-            if not failed:
-                return
-            sender_faults = [f for f in failed.values() if f.get("SenderFault")]
-            if sender_faults:
-                raise SendError(
-                    f"SQS refused {len(sender_faults)} message(s) for {self.url}: "
-                    + "; ".join(f"{f.get('Code')}: {f.get('Message')}" for f in sender_faults)
-                )
-            pending = [e for e in pending if e["Id"] in failed]
-        raise SendError(f"SQS did not take {len(pending)} message(s) for {self.url} after retries")
-
-
-def _size(entry: dict[str, Any]) -> int:
-    """What SQS counts of an entry: the body, and each attribute's name, type and value."""
-    size = len(entry["MessageBody"].encode())
-    for name, value in entry["MessageAttributes"].items():
-        size += len(name.encode()) + len(value["DataType"].encode())
-        size += len(value["StringValue"].encode())
-    return size
+        if not self.fifo:
+            return Outgoing(key, body, attributes)
+        return Outgoing(key, body, attributes, event.subject, f"{event.id.hex}-refresh")
