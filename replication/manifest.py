@@ -3,6 +3,7 @@
 One YAML file per service, for example ``examples/orders/replication.yaml``::
 
     service: orders
+    contracts: [contracts]      # modules declaring the contracts it owns and mirrors
     database:
       url_env: ORDERS_DATABASE_URL
     mirrors:
@@ -11,8 +12,10 @@ One YAML file per service, for example ``examples/orders/replication.yaml``::
         table: customer_mirror
         fields: [id, name, tier]
 
-Loading checks the file against the registered contracts and reports every
-problem at once, each with the file, the line and the path in the document.
+Loading imports the contracts modules the manifest names (see
+:mod:`replication.contract_modules`), checks the file against the registered
+contracts and reports every problem at once, each with the file, the line and
+the path in the document.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ __all__ = [
     "Manifest",
     "MirrorDeclaration",
     "OwnedEntity",
+    "import_manifest_contracts",
     "load_manifest",
     "load_manifests",
+    "manifest_files",
     "mirrored_as_written",
 ]
 
@@ -31,11 +36,17 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
+from replication.contract_modules import (
+    CONTRACTS_ENV,
+    import_module,
+    overriding_modules,
+    prepend_path,
+)
 from replication.contracts import ContractInfo, ContractRegistry, registry
 from replication.conversions import conversions
 from replication.errors import ConfigurationError, ManifestError, ManifestIssue
@@ -43,7 +54,11 @@ from replication.errors import ConfigurationError, ManifestError, ManifestIssue
 IDENTIFIER_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 SERVICE_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 ENV_NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,127}$")
+MODULE_RE = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 MANIFEST_NAME = "replication.yaml"
+# Never searched for manifests: tools' and installers' folders (a virtualenv holds the
+# demo's manifests, a build folder the packaged functions' copies).
+_SKIPPED_FOLDERS = frozenset({"node_modules", "site-packages", "build", "dist", "__pycache__"})
 
 
 class _Strict(BaseModel):
@@ -82,6 +97,9 @@ class _Mirrored(_Strict):
 class _Document(_Strict):
     service: str
     account: str | None = Field(default=None, pattern=r"^[0-9]{12}$")
+    contracts: list[Annotated[str, Field(pattern=MODULE_RE)]] = Field(default_factory=list)
+    python_path: list[str] = Field(default_factory=lambda: ["."])
+    migrations: str = "migrations"
     database: _Database
     owns: list[OwnedEntity] = Field(default_factory=list)
     mirrors: list[_Mirrored] = Field(default_factory=list)
@@ -113,6 +131,12 @@ class Manifest:
     mirrors: tuple[MirrorDeclaration, ...]
     account: str | None = None
     """The AWS account the service lives in, when services span several accounts."""
+    contracts: tuple[str, ...] = ()
+    """Modules declaring the contracts the service owns and mirrors."""
+    python_path: tuple[Path, ...] = ()
+    """Folders put first on ``sys.path`` before those modules are imported."""
+    migrations: Path | None = None
+    """The service's Alembic environment (``migrations/`` beside the manifest by default)."""
 
     def database_url(self) -> str:
         """The service's database URL, from the environment variable the manifest names."""
@@ -134,7 +158,7 @@ class Manifest:
 
 def load_manifests(paths: list[Path], contracts: ContractRegistry = registry) -> list[Manifest]:
     """Load several manifests (files, or folders searched for replication.yaml)."""
-    files = _manifest_files(paths)
+    files = manifest_files(paths)
     issues: list[ManifestIssue] = []
     manifests: list[Manifest] = []
     for file in files:
@@ -168,7 +192,7 @@ def mirrored_as_written(paths: list[Path]) -> list[tuple[str, str, int, tuple[st
     """
     found = []
     issues: list[ManifestIssue] = []
-    for file in _manifest_files(paths):
+    for file in manifest_files(paths):
         try:
             data = yaml.safe_load(file.read_text(encoding="utf-8"))
             document = _Document.model_validate(data)
@@ -184,11 +208,46 @@ def mirrored_as_written(paths: list[Path]) -> list[tuple[str, str, int, tuple[st
     return found
 
 
-def _manifest_files(paths: list[Path]) -> list[Path]:
+def manifest_files(paths: list[Path]) -> list[Path]:
+    """The manifest files of ``paths``: files as given, folders searched for replication.yaml.
+
+    The search skips hidden folders and those of tools (virtualenvs' site-packages,
+    node_modules, build, dist), which may hold copies of manifests.
+    """
     files: list[Path] = []
     for path in paths:
-        files.extend(sorted(path.rglob(MANIFEST_NAME)) if path.is_dir() else [path])
+        if not path.is_dir():
+            files.append(path)
+            continue
+        found = []
+        for folder, children, names in os.walk(path):
+            children[:] = [
+                c for c in children if not c.startswith(".") and c not in _SKIPPED_FOLDERS
+            ]
+            if MANIFEST_NAME in names:
+                found.append(Path(folder) / MANIFEST_NAME)
+        files.extend(sorted(found))
     return files
+
+
+def import_manifest_contracts(paths: list[Path]) -> None:
+    """Import the contracts modules every manifest under ``paths`` names.
+
+    Reads each file for shape only (like :func:`mirrored_as_written`), so a
+    contract change that no longer resolves against a manifest still loads.
+    """
+    issues: list[ManifestIssue] = []
+    for file in manifest_files(paths):
+        try:
+            text = file.read_text(encoding="utf-8")
+            document = _Document.model_validate(yaml.safe_load(text))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, ValidationError) as exc:
+            issues.append(ManifestIssue(str(file), "", None, f"cannot read: {exc}"))
+            continue
+        lines, _ = _line_index(str(file), text)
+        issues.extend(_import_contracts(str(file), file, lines, document))
+    if issues:
+        raise ManifestError(issues)
 
 
 def _line_of(path: Path, loc: tuple[Any, ...]) -> int | None:
@@ -217,7 +276,53 @@ def load_manifest(path: Path, contracts: ContractRegistry = registry) -> Manifes
         raise ManifestError(
             [_issue(name, lines, tuple(e["loc"]), _message(e)) for e in exc.errors()]
         ) from None
+    issues = _import_contracts(name, path, lines, document)
+    if issues:
+        raise ManifestError(issues)
     return _resolve(name, path, lines, document, contracts)
+
+
+def _folders(path: Path, document: _Document) -> tuple[Path, ...]:
+    base = path.resolve().parent
+    return tuple((base / entry).resolve() for entry in document.python_path)
+
+
+def _import_contracts(
+    name: str, path: Path, lines: dict[tuple[Any, ...], int], document: _Document
+) -> list[ManifestIssue]:
+    """Import the contracts modules the manifest names (or REPLICATION_CONTRACTS names)."""
+    folders = _folders(path, document)
+    prepend_path(folders)
+    issues: list[ManifestIssue] = []
+    override = overriding_modules()
+    if override is not None:
+        for module in override:
+            problem = import_module(module)
+            if problem is not None:
+                issues.append(
+                    ManifestIssue(
+                        name,
+                        "",
+                        None,
+                        f"cannot import contracts module {module!r} named by {CONTRACTS_ENV} "
+                        f"(or --contracts): {problem}",
+                    )
+                )
+        return issues
+    searched = ", ".join(str(f) for f in folders) or "sys.path only"
+    for i, module in enumerate(document.contracts):
+        problem = import_module(module)
+        if problem is not None:
+            issues.append(
+                _issue(
+                    name,
+                    lines,
+                    ("contracts", i),
+                    f"cannot import contracts module {module!r} ({problem}); searched "
+                    f"python_path first: {searched}",
+                )
+            )
+    return issues
 
 
 def _message(error: Any) -> str:
@@ -300,7 +405,17 @@ def _resolve(
             mirrors.append(declaration)
     if issues:
         raise ManifestError(issues)
-    return Manifest(path, service, url_env, tuple(document.owns), tuple(mirrors), document.account)
+    return Manifest(
+        path,
+        service,
+        url_env,
+        tuple(document.owns),
+        tuple(mirrors),
+        document.account,
+        contracts=tuple(document.contracts),
+        python_path=_folders(path, document),
+        migrations=(path.resolve().parent / document.migrations).resolve(),
+    )
 
 
 def _check_versions(

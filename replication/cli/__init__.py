@@ -13,12 +13,12 @@ import os
 import sys
 from collections.abc import Sequence
 
-from replication.cli import commands, dlq, gate, sync
+from replication.cli import commands, dlq, gate, init, sync
 from replication.cli.commands import EXIT_INVALID, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
+from replication.contract_modules import CONTRACTS_ENV
 from replication.errors import ConfigurationError, UnreachableError
 
 __all__ = [
-    "DEFAULT_CONTRACTS",
     "EXIT_INVALID",
     "EXIT_OK",
     "EXIT_UNREACHABLE",
@@ -27,7 +27,14 @@ __all__ = [
     "main",
 ]
 
-DEFAULT_CONTRACTS = "contracts"
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("replication")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,13 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Replicate owned entities into consumers' mirror tables.",
         epilog="Example: replication manifests validate examples/",
     )
+    parser.add_argument("--version", action="version", version=f"replication {_version()}")
     parser.add_argument(
         "--contracts",
-        default=os.environ.get("REPLICATION_CONTRACTS", DEFAULT_CONTRACTS),
-        help="comma-separated modules that declare the contracts "
-        "(default: $REPLICATION_CONTRACTS or 'contracts')",
+        default=os.environ.get("REPLICATION_CONTRACTS"),
+        help="comma-separated modules that declare the contracts, imported from the current "
+        "folder, instead of those each manifest names in 'contracts' "
+        "(default: $REPLICATION_CONTRACTS, else the manifests' own)",
     )
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
+    init.add_command(groups)
 
     contracts = groups.add_parser(
         "contracts", help="inspect the contracts; lock them and check changes against the lock"
@@ -54,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="list every contract with its key and fields",
         epilog="Example: replication contracts list",
     )
+    commands.manifests_option(listing)
     listing.set_defaults(func=commands.cmd_contracts_list)
     gate.add_commands(contracts_cmds)
 
@@ -64,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate manifests against the contracts; every problem with its line",
         epilog="Example: replication manifests validate examples/orders/replication.yaml",
     )
-    validate.add_argument("paths", nargs="+", help="manifest files, or folders to search")
+    validate.add_argument(
+        "paths", nargs="*", default=["."], help="manifest files, or folders to search (here)"
+    )
     validate.set_defaults(func=commands.cmd_manifests_validate)
 
     mirrors = groups.add_parser("mirrors", help="mirror tables and their apply statements")
@@ -82,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Example: replication mirrors render examples/ --dialect postgresql --out build/",
     )
     for sub in (ddl, render):
-        sub.add_argument("paths", nargs="+", help="manifest files, or folders to search")
+        sub.add_argument(
+            "paths", nargs="*", default=["."], help="manifest files, or folders to search (here)"
+        )
         sub.add_argument("--service", help="only this service's mirrors")
         sub.add_argument(
             "--dialect",
@@ -272,8 +287,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    saved = os.environ.get(CONTRACTS_ENV)
     try:
-        commands.load_contracts(args.contracts)
+        if args.contracts:
+            commands.override_contracts(args.contracts)
         code: int = args.func(args)
     except ConfigurationError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -284,6 +301,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into head and friends
         sys.stderr.close()
         return EXIT_OK
+    finally:  # --contracts holds for this command only (main runs in-process in tests)
+        if saved is None:
+            os.environ.pop(CONTRACTS_ENV, None)
+        else:
+            os.environ[CONTRACTS_ENV] = saved
     return code
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import os
@@ -11,9 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from replication.contract_modules import CONTRACTS_ENV, import_module, prepend_path
 from replication.contracts import registry
 from replication.errors import ConfigurationError
-from replication.manifest import Manifest, load_manifests
+from replication.manifest import Manifest, import_manifest_contracts, load_manifests
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -21,20 +21,36 @@ EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 
 
-def load_contracts(modules: str) -> None:
-    """Import the contract modules (comma-separated) so their contracts register."""
+def override_contracts(modules: str) -> None:
+    """``--contracts``: import these modules (from the current folder too) instead of the
+    manifests' own, here and wherever a manifest is loaded in this process."""
+    os.environ[CONTRACTS_ENV] = modules
+    prepend_path([Path.cwd()])
     for name in filter(None, (m.strip() for m in modules.split(","))):
-        try:
-            importlib.import_module(name)
-        except ImportError as exc:
-            raise ConfigurationError(f"cannot import contract module {name!r}: {exc}") from exc
+        problem = import_module(name)
+        if problem is not None:
+            raise ConfigurationError(
+                f"cannot import contracts module {name!r} named by --contracts or "
+                f"{CONTRACTS_ENV}: {problem}"
+            )
 
 
 def manifests_option(
     command: argparse.ArgumentParser, help: str = "manifest files or folders"
 ) -> None:
-    """``--manifests``: the manifest files or folders a command reads (default: examples)."""
-    command.add_argument("--manifests", nargs="+", default=["examples"], help=help)
+    """``--manifests``: the manifest files or folders a command reads (default: here)."""
+    command.add_argument(
+        "--manifests",
+        nargs="+",
+        default=["."],
+        help=f"{help} (default: the current folder, searched for replication.yaml)",
+    )
+
+
+def import_contracts(paths: list[str]) -> None:
+    """Register the contracts the manifests under ``paths`` name (unless --contracts did)."""
+    if not os.environ.get(CONTRACTS_ENV):
+        import_manifest_contracts(existing_paths(paths))
 
 
 def prefix_option(command: argparse.ArgumentParser) -> None:
@@ -68,6 +84,7 @@ def find_manifests(paths: list[str]) -> list[Manifest]:
 
 
 def cmd_contracts_list(args: argparse.Namespace) -> int:
+    import_contracts(args.manifests)
     for info in registry:
         key = ", ".join(info.key)
         print(f"{info.label}  (owner {info.owner}, key {key})")

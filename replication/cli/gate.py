@@ -10,7 +10,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from replication.cli.commands import EXIT_INVALID, EXIT_OK, existing_paths, manifests_option
+from replication.cli.commands import (
+    EXIT_INVALID,
+    EXIT_OK,
+    existing_paths,
+    import_contracts,
+    manifests_option,
+)
 from replication.compat import Change, ConsumerUse, Report, compare, lock_document, read_lock
 from replication.contracts import registry
 from replication.manifest import mirrored_as_written
@@ -54,7 +60,7 @@ def add_commands(contracts_cmds: Any) -> None:
     )
     for command in (lock, check):
         command.add_argument("--lock", default=DEFAULT_LOCK, help=f"lock file ({DEFAULT_LOCK})")
-        manifests_option(command, help="the consumers' manifest files or folders (examples)")
+        manifests_option(command, help="the owners' and consumers' manifest files or folders")
     lock.add_argument(
         "--force", action="store_true", help="write it even when a change breaks a consumer"
     )
@@ -69,6 +75,7 @@ def add_commands(contracts_cmds: Any) -> None:
 
 
 def _report(args: argparse.Namespace) -> Report:
+    import_contracts(args.manifests)
     paths = existing_paths(args.manifests)
     uses = [
         ConsumerUse(service, entity, version, frozenset(fields))
@@ -141,6 +148,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_lock(args: argparse.Namespace) -> int:
     """Write the lock; refuse changes that break a consumer unless --force."""
     path = Path(args.lock)
+    import_contracts(args.manifests)
     if path.exists():
         report = _report(args)
         if report.breaking and not args.force:

@@ -2,8 +2,9 @@
 
 Configured by environment variables (the rendered template sets them):
 
-- ``REPLICATION_MANIFEST``: the service's ``replication.yaml``;
-- ``REPLICATION_CONTRACTS``: modules declaring the contracts (default ``contracts``);
+- ``REPLICATION_MANIFEST``: the service's ``replication.yaml``; the contracts
+  modules it names are imported from its ``python_path`` (its own folder by
+  default), ``REPLICATION_CONTRACTS`` overriding them;
 - ``REPLICATION_PREFIX``: the environment prefix of queue and topic names;
 - ``REPLICATION_DATABASE_SECRET_ARN`` (or the URL variable the manifest names),
   ``REPLICATION_DATABASE_IAM_AUTH``: see :mod:`replication.consumer.database`;
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 __all__ = ["ApplyFunction", "is_keep_warm", "lambda_handler"]
 
-import importlib
 import os
 from pathlib import Path
 from typing import Any
@@ -97,9 +97,6 @@ def _build_from_environment() -> ApplyFunction:
     from replication.consumer.wiring import ConsumerSettings, build_consumer
     from replication.manifest import load_manifest
 
-    modules = os.environ.get("REPLICATION_CONTRACTS", "contracts")
-    for name in filter(None, (m.strip() for m in modules.split(","))):
-        importlib.import_module(name)
     manifest = load_manifest(Path(os.environ["REPLICATION_MANIFEST"]))
     settings = ConsumerSettings.from_environment()
     consumer = build_consumer(manifest, settings)

@@ -1,20 +1,24 @@
 """Alembic support: the tables of one service, migrated with Alembic's own machinery.
 
 The metadata of a service is its mirror tables, plus the outbox when it owns
-entities. ``migrations/`` at the repository root is the Alembic environment;
-each service keeps its revisions in ``migrations/versions/<service>/`` (or a
-folder of its choosing) and its own version table, ``alembic_version_<service>``,
-so several services may share a database.
+entities. The Alembic environment lives in the service's repository, in the
+folder its manifest names (``migrations:``, default ``migrations/`` beside the
+manifest), which ``replication init`` writes from :data:`TEMPLATE` as
+``alembic init`` does. Each service keeps its revisions in
+``<environment>/versions/<service>/`` (or a folder of its choosing, never in
+the installed package) and its own version table, ``alembic_version_<service>``,
+so several services may share a database and an environment.
 """
 
 from __future__ import annotations
 
 __all__ = [
-    "MIGRATIONS",
+    "TEMPLATE",
     "alembic_config",
     "check",
     "describe_difference",
     "downgrade",
+    "environment_of",
     "generate",
     "revision_processor",
     "service_metadata",
@@ -44,7 +48,8 @@ from replication.outbox.table import (
     outbox_table,
 )
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+TEMPLATE = Path(__file__).resolve().parent / "template"
+"""The Alembic environment (``env.py``, ``script.py.mako``) that ``replication init`` copies."""
 
 
 def service_metadata(manifest: Manifest) -> sa.MetaData:
@@ -59,16 +64,37 @@ def service_metadata(manifest: Manifest) -> sa.MetaData:
     return metadata
 
 
+def environment_of(manifest: Manifest, versions: Path | None = None) -> Path:
+    """The service's Alembic environment: the folder its manifest names.
+
+    With an explicit ``versions`` folder and no environment of its own, the
+    packaged one (the same ``env.py``) runs; revisions still go to ``versions``.
+    """
+    folder = manifest.migrations or manifest.path.resolve().parent / "migrations"
+    if (folder / "env.py").is_file():
+        return folder
+    if versions is not None:
+        return TEMPLATE
+    raise ConfigurationError(
+        f"service {manifest.service}: no Alembic environment at {folder} (the manifest's "
+        f"'migrations', default migrations/ beside it): 'replication init' writes one "
+        "(docs/migrations.md), or pass --versions DIR to keep revisions there"
+    )
+
+
 def alembic_config(
     manifest: Manifest,
     url: str,
     *,
     versions: Path | None = None,
-    script_location: Path = MIGRATIONS,
+    script_location: Path | None = None,
 ) -> Config:
     """An Alembic configuration for one service and one database."""
     config = Config()
+    script_location = script_location or environment_of(manifest, versions)
     folder = versions or script_location / "versions" / manifest.service
+    if script_location == TEMPLATE and versions is None:
+        raise ConfigurationError("revisions never go into the installed package: give versions")
     folder.mkdir(parents=True, exist_ok=True)
     config.set_main_option("script_location", str(script_location))
     config.set_main_option("version_locations", str(folder))

@@ -70,8 +70,6 @@ def _report(say: Any, title: str, result: Reconciliation) -> None:
 
 
 def _orders_manifest() -> Any:
-    from pathlib import Path
+    from replication.demo import examples_folder
 
-    import examples
-
-    return Path(examples.__file__).resolve().parent / "orders" / "replication.yaml"
+    return examples_folder() / "orders" / "replication.yaml"

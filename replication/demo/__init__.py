@@ -18,7 +18,7 @@ get one schema each in that PostgreSQL database instead.
 
 from __future__ import annotations
 
-__all__ = ["run_demo"]
+__all__ = ["examples_folder", "run_demo"]
 
 import datetime as dt
 import os
@@ -54,10 +54,16 @@ class _Service:
     engine: sa.Engine
 
 
-def _examples() -> Path:
-    import examples
+def examples_folder() -> Path:
+    """The example lines' manifests: shipped in the wheel, or the source tree's ``examples/``.
 
-    return Path(examples.__file__).resolve().parent
+    A wheel carries the repository's ``contracts/`` and ``examples/`` (their one copy)
+    as ``replication/demo/lines/``; an editable install or a checkout reads them in place.
+    """
+    shipped = Path(__file__).resolve().parent / "lines"
+    if (shipped / "examples").is_dir():
+        return shipped / "examples"
+    return Path(__file__).resolve().parents[2] / "examples"
 
 
 @contextmanager
@@ -130,8 +136,11 @@ class _Printer:
 
 def run_demo(*, database_url: str | None = None, out: TextIO, seed: int = 7) -> int:
     """Run the demo; returns 0 when every mirror equals its owner, else 1."""
-    import contracts  # noqa: F401  (registers the example contracts)
+    from replication.contract_modules import CONTRACTS_ENV
 
+    # The example lines' manifests name their own contracts; a setting meant for
+    # the reader's own services must not replace them.
+    os.environ.pop(CONTRACTS_ENV, None)
     say = _Printer(out)
     rng = random.Random(seed)  # noqa: S311 - demo data, not secrets
     with tempfile.TemporaryDirectory(prefix="replication-demo-") as tmp, _aws():
@@ -153,21 +162,22 @@ def run_demo(*, database_url: str | None = None, out: TextIO, seed: int = 7) -> 
 def _run(say: _Printer, rng: random.Random, services: dict[str, _Service]) -> int:
     import boto3
 
-    from examples.catalog import service as catalog
-    from examples.crm import service as crm
     from replication.consumer.database import spec_from_url
     from replication.consumer.failures_table import failures_table
     from replication.consumer.handler import ApplyFunction
     from replication.consumer.runner import RunnerSettings
     from replication.consumer.wiring import ConsumerSettings, build_runner
-    from replication.demo_drift import drift_and_repair
+    from replication.demo.drift import drift_and_repair
     from replication.manifest import load_manifests
     from replication.mirror.tables import mirror_table
     from replication.outbox.runner import RelaySettings, build_relay
     from replication.topology.aws import AwsTopology
     from replication.topology.model import build_topology
 
-    manifests = {m.service: m for m in load_manifests([_examples()])}
+    # Loading the manifests imports the contracts they name, from their python_path.
+    manifests = {m.service: m for m in load_manifests([examples_folder()])}
+    from examples.catalog import service as catalog
+    from examples.crm import service as crm
 
     say.step("1. topology from the manifests of crm, catalog and orders")
     topology = build_topology(manifests.values(), prefix=PREFIX)

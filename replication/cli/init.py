@@ -1,0 +1,93 @@
+"""``replication init``: scaffold a service in the current folder."""
+
+from __future__ import annotations
+
+__all__ = ["add_command", "cmd_init"]
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from replication.cli.commands import EXIT_OK
+
+_EPILOG = """Examples:
+  replication init --service shipping --owns shipping.parcel
+  replication init --service billing --mirrors shipping.parcel \\
+      --contracts shipping_contracts --python-path ../shipping"""
+
+
+def add_command(groups: Any) -> None:
+    """Add ``init`` to the command's groups."""
+    init = groups.add_parser(
+        "init",
+        help="scaffold a service here: manifest, contracts module, Alembic environment",
+        description="Write a service's replication files into the current folder (or "
+        "--folder): replication.yaml; <service>_contracts.py with a starter contract for each "
+        "entity it owns; migrations/ (its own Alembic environment, revisions in "
+        "migrations/versions/<service>/) and alembic.ini. A mirrored entity's contract must be "
+        "importable (--contracts, --python-path); its non-pii fields are mirrored. Refuses "
+        "to overwrite any file, and then writes nothing.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    init.add_argument("--service", required=True, help="the service's name, e.g. shipping")
+    init.add_argument(
+        "--owns", action="append", default=[], metavar="ENTITY", help="an entity it owns"
+    )
+    init.add_argument(
+        "--mirrors",
+        action="append",
+        default=[],
+        metavar="ENTITY[:VERSION]",
+        help="an entity it mirrors (default: the newest version)",
+    )
+    init.add_argument(
+        "--contracts",
+        dest="init_contracts",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="a module declaring contracts it mirrors (another service's)",
+    )
+    init.add_argument(
+        "--python-path",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder, relative to the service's, where those modules are found",
+    )
+    init.add_argument(
+        "--database-url-env",
+        metavar="NAME",
+        help="the variable holding its database URL (default <SERVICE>_DATABASE_URL)",
+    )
+    init.add_argument("--folder", default=".", help="where to write (default: here)")
+    init.set_defaults(func=cmd_init)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Plan, write, validate, and print the next commands."""
+    from replication.manifest import load_manifest
+    from replication.scaffold import plan_service, write_scaffold
+
+    folder = Path(args.folder)
+    scaffold = plan_service(
+        folder.resolve(),
+        args.service,
+        owns=args.owns,
+        mirrors=args.mirrors,
+        contracts=args.init_contracts,
+        python_path=args.python_path,
+        url_env=args.database_url_env,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in write_scaffold(folder, scaffold):
+        print(f"wrote {path}")
+    manifest = load_manifest(folder / "replication.yaml")
+    owns = ", ".join(o.entity for o in manifest.owns) or "nothing"
+    mirrors = ", ".join(f"{m.contract.label} -> {m.table}" for m in manifest.mirrors)
+    print(f"service {manifest.service}: owns {owns}; mirrors {mirrors or 'nothing'}")
+    print("next:")
+    for step in scaffold.next_steps:
+        print(f"  {step}")
+    return EXIT_OK
