@@ -291,7 +291,15 @@ def cmd_topology_destroy(args: argparse.Namespace) -> int:
 
 
 def cmd_migrations(args: argparse.Namespace) -> int:
-    from replication import migrations
+    try:
+        from replication import migrations
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("alembic", "mako"):
+            raise
+        raise ConfigurationError(
+            "migrations need Alembic, which the cli extra installs: "
+            "pip install 'replication[cli]'"
+        ) from None
 
     [manifest] = selected(find_manifests(args.manifests), args.service)
     url = args.url or manifest.database_url()
