@@ -12,6 +12,7 @@ no PYTHONPATH on ``sys.path``), and must find their contracts on their own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -35,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 GUIDE = ROOT / "docs" / "getting-started.md"
 GUIDE_URL = "postgresql://postgres@127.0.0.1:5432/test"
 SCHEMAS = ("shipping", "billing")
+TOPOLOGY_APPLY = ("topology", "apply", "--manifests", "shipping", "billing", "--prefix", "dev")
 
 pytestmark = pytest.mark.postgresql
 
@@ -51,6 +53,10 @@ class Installed:
     @property
     def python(self) -> Path:
         return self.folder / ".venv" / "bin" / "python"
+
+    @property
+    def command(self) -> str:
+        return str(self.folder / ".venv" / "bin" / "replication")
 
 
 def _free_port() -> int:
@@ -130,10 +136,9 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     finally:
         if process.poll() is None:
             process.kill()
-        try:  # the emulator the guide starts in the background, if the guide stopped early
+        # The emulator the guide starts in the background, if the guide stopped early.
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     assert process.returncode == 0, output[-6000:]
     written = subprocess.run(
         ["find", str(folder / ".venv"), "-newer", str(marker), "-not", "-type", "d"],
@@ -191,8 +196,7 @@ def test_init_refuses_to_overwrite_and_writes_nothing(installed: Installed) -> N
     shipping = installed.folder / "shipping"
     before = (shipping / "replication.yaml").read_text()
     done = subprocess.run(
-        [str(installed.folder / ".venv" / "bin" / "replication"), "init", "--service", "shipping"]
-        + ["--owns", "shipping.crate"],
+        [installed.command, "init", "--service", "shipping", "--owns", "shipping.crate"],
         cwd=shipping,
         capture_output=True,
         text=True,
@@ -260,8 +264,7 @@ def test_the_relay_and_apply_functions_find_their_contracts_with_only_their_envi
         aws = {**CREDENTIALS, "AWS_ENDPOINT_URL": moto.endpoint, "AWS_REGION": REGION}
         base = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", **aws}
         applied = subprocess.run(
-            [str(installed.folder / ".venv" / "bin" / "replication"), "topology", "apply"]
-            + ["--manifests", "shipping", "billing", "--prefix", "dev"],
+            [installed.command, *TOPOLOGY_APPLY],
             cwd=installed.folder,
             env=base,
             capture_output=True,
