@@ -573,3 +573,127 @@ def test_the_example_manifests_load() -> None:
     ]
     assert orders_manifest.mirror("crm.customer").fields == tuple(Customer.__contract__.fields)
     assert orders_manifest.mirror("catalog.product").fields == tuple(Product.__contract__.fields)
+
+
+# -- contracts named by the manifest --------------------------------------------------------
+
+PARCEL_MODULE = """
+from replication.contracts import Contract
+
+class Parcel(Contract, entity="{service}.parcel", version=1, key="id"):
+    id: int
+    label: str
+"""
+
+
+def shipping_manifest(contracts: str, python_path: str | None = None) -> str:
+    lines = [
+        "service: {service}",
+        f"contracts: [{contracts}]",
+        *([f"python_path: [{python_path}]"] if python_path else []),
+        "database:",
+        "  url_env: SHIPPING_DATABASE_URL",
+        "owns:",
+        "  - entity: {service}.parcel",
+        "    version: 1",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def fresh_service(tmp_path: Path) -> str:
+    """A service (and module) name no other test registered, from the temporary folder's."""
+    return "ship_" + re.sub(r"[^a-z0-9]", "", tmp_path.name.lower())[-12:]
+
+
+def test_the_manifest_imports_the_contracts_it_names_from_its_own_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REPLICATION_CONTRACTS", raising=False)
+    service = fresh_service(tmp_path)
+    module = f"{service}_contracts"
+    folder = tmp_path / "repo"
+    write(folder, PARCEL_MODULE.format(service=service), f"{module}.py")
+    path = write(folder, shipping_manifest(module).format(service=service))
+
+    manifest = load_manifest(path)
+
+    assert [o.entity for o in manifest.owns] == [f"{service}.parcel"]
+    assert manifest.contracts == (module,)
+    assert manifest.python_path == (folder.resolve(),)
+    assert manifest.migrations == (folder / "migrations").resolve()
+
+
+def test_python_path_is_relative_to_the_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REPLICATION_CONTRACTS", raising=False)
+    service = fresh_service(tmp_path)
+    module = f"{service}_shared"
+    write(tmp_path / "shared", PARCEL_MODULE.format(service=service), f"{module}.py")
+    path = write(
+        tmp_path / "services" / "shipping",
+        shipping_manifest(module, "../../shared").format(service=service),
+    )
+
+    manifest = load_manifest(path)
+
+    assert manifest.python_path == ((tmp_path / "shared").resolve(),)
+    assert manifest.owns[0].entity == f"{service}.parcel"
+
+
+def test_a_contracts_module_that_cannot_be_imported_names_the_module_and_the_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REPLICATION_CONTRACTS", raising=False)
+    path = write(tmp_path, shipping_manifest("no_such_contracts_module").format(service="ghost"))
+
+    issues = issues_of(path, ContractRegistry())
+
+    first = issues[0]
+    assert (first.line, first.path) == (2, "contracts[0]")
+    assert "cannot import contracts module 'no_such_contracts_module'" in first.problem
+    assert "No module named 'no_such_contracts_module'" in first.problem
+    assert str(tmp_path.resolve()) in first.problem  # where it looked
+
+
+def test_a_contracts_module_that_raises_is_reported_not_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REPLICATION_CONTRACTS", raising=False)
+    module = f"{fresh_service(tmp_path)}_broken"
+    write(tmp_path, "raise RuntimeError('half-written module')\n", f"{module}.py")
+    path = write(tmp_path, shipping_manifest(module).format(service="ghost"))
+
+    [issue, *_] = issues_of(path, ContractRegistry())
+
+    assert "RuntimeError: half-written module" in issue.problem
+
+
+def test_replication_contracts_overrides_the_manifests_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = fresh_service(tmp_path)
+    module = f"{service}_override"
+    write(tmp_path / "lib", PARCEL_MODULE.format(service=service), f"{module}.py")
+    monkeypatch.syspath_prepend(str(tmp_path / "lib"))
+    monkeypatch.setenv("REPLICATION_CONTRACTS", module)
+    path = write(tmp_path, shipping_manifest("not_imported_at_all").format(service=service))
+
+    manifest = load_manifest(path)
+
+    assert manifest.owns[0].entity == f"{service}.parcel"
+
+
+def test_the_search_for_manifests_skips_hidden_and_tool_folders(tmp_path: Path) -> None:
+    from replication.manifest import manifest_files
+
+    for folder in (
+        "svc",
+        ".venv/lib/x",
+        "venv/lib/python3.11/site-packages/y",
+        "build/f",
+        "dist/g",
+    ):
+        write(tmp_path / folder, "service: x\n")
+
+    assert manifest_files([tmp_path]) == [tmp_path / "svc" / "replication.yaml"]
