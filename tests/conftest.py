@@ -2,9 +2,11 @@
 
 Database URLs come from the environment with the project machines' defaults:
 REPLICATION_TEST_POSTGRES_URL (postgresql://postgres@127.0.0.1:5432/test) and
-REPLICATION_TEST_MYSQL_URL (mysql://root@127.0.0.1:3306/test). A server that
-does not answer skips its tests with the reason, except under CI (CI set),
-where it fails them: CI must never pass by skipping.
+REPLICATION_TEST_MYSQL_URL (mysql://root@127.0.0.1:3306/test). When a default
+server does not answer and a Docker engine does, a testcontainers container
+stands in for it for the session (see :mod:`tests.databases`). A server that
+is not there skips its tests with the reason and what it takes to provide one,
+except under CI (CI set), where it fails them: CI must never pass by skipping.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from replication.manifest import Manifest, MirrorDeclaration, load_manifest
 from replication.mirror.render import statements_for
 from replication.mirror.statements import MirrorStatements
 from replication.mirror.tables import mirror_table
+from tests import databases
 from tests.databases import Database, connect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +45,23 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 DIALECTS = ["sqlite", "postgresql", "mysql"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, find the servers once, before the workers start.
+
+    The workers inherit a started container's URL through the environment, so
+    the session shares one container per server instead of one per worker.
+    """
+    controller = not hasattr(config, "workerinput")
+    if controller and getattr(config.option, "numprocesses", None):
+        for server in databases.SERVERS:
+            databases.resolution(server)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop the containers started for this session, if any."""
+    databases.stop_containers()
 
 
 @pytest.fixture(scope="session")

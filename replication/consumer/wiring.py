@@ -3,7 +3,7 @@
 Everything heavy is deferred: boto3 is imported when the first poison record
 must be dead-lettered or the first offloaded payload fetched, and SQLAlchemy
 only when no pre-rendered statements file is found (``replication mirrors
-statements`` writes one at build time, so a Lambda never imports it).
+render`` writes one per consumer at build time, so a Lambda never imports it).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ __all__ = [
 
 import json
 import os
+import shlex
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -102,12 +103,25 @@ def dump_statements(manifest: Manifest, dialect: str) -> str:
 def load_statements(
     manifest: Manifest, dialect: str, path: Path | None = None
 ) -> dict[str, MirrorStatements]:
-    """The statements of each mirror by entity: from a file if there is one, else rendered."""
+    """The statements of each mirror by entity: from a file if there is one, else rendered.
+
+    A file must have been rendered for ``manifest``'s service, for ``dialect``,
+    and for the mirrors as declared now; anything else is a ConfigurationError
+    that says where the file came from and how to render the right one.
+    """
     candidate = path or manifest.path.parent / STATEMENTS_FILE.format(dialect=dialect)
+    origin = _statements_origin(manifest, path)
     if path is not None and not path.exists():
-        raise ConfigurationError(f"statements file {path} does not exist")
+        raise ConfigurationError(f"statements file {path} ({origin}) does not exist")
     if candidate.exists():
         document = json.loads(candidate.read_text())
+        rendered_for = document.get("service")
+        if rendered_for is not None and rendered_for != manifest.service:
+            raise ConfigurationError(
+                f"statements file {candidate} ({origin}) was rendered for service "
+                f"{rendered_for}, not {manifest.service}: each consumer needs its own; "
+                + _render_hint(manifest, dialect, candidate, path)
+            )
         loaded = [MirrorStatements.from_json(json.dumps(s)) for s in document["mirrors"]]
     else:
         from replication.mirror.render import statements_for
@@ -131,11 +145,51 @@ def load_statements(
             problem = "was rendered for other fields"
         if problem:
             raise ConfigurationError(
-                f"{candidate}: mirror {declaration.table} ({info.label}) {problem}; "
-                f"render it again with 'replication mirrors statements --service "
-                f"{manifest.service} --dialect {dialect}'"
+                f"{candidate} ({origin}): mirror {declaration.table} ({info.label}) {problem}; "
+                + _render_hint(manifest, dialect, candidate, path)
             )
     return by_entity
+
+
+def _statements_source(path: Path | None) -> str | None:
+    """What named a statements file: ``REPLICATION_STATEMENTS``, ``--statements``, or nothing."""
+    if path is None:
+        return None
+    # ConsumerSettings keeps the path, not whether it came from the variable or from
+    # ``replication consume --statements`` (which wins over it); the variable tells.
+    named = os.environ.get("REPLICATION_STATEMENTS")
+    return "REPLICATION_STATEMENTS" if named and Path(named) == path else "--statements"
+
+
+def _statements_origin(manifest: Manifest, path: Path | None) -> str:
+    """Where a statements file was named, for an error message."""
+    source = _statements_source(path)
+    if source is None:
+        return f"the default beside {manifest.path}"
+    if source == "--statements":
+        return "named by replication consume --statements"
+    return f"named by {source}"
+
+
+def _render_hint(manifest: Manifest, dialect: str, target: Path, path: Path | None) -> str:
+    """The command that renders ``manifest``'s statements file, and how to point at it."""
+    name = STATEMENTS_FILE.format(dialect=dialect)
+    # ``mirrors render`` writes <out>/<service>/<name>: keep <out> where ``target`` is.
+    out = target.parent.parent if target.name == name else Path("build")
+    written = out / manifest.service / name
+    paths = shlex.quote(str(manifest.path))
+    command = (
+        f"replication mirrors render {paths} --service {manifest.service} "
+        f"--dialect {dialect} --out {shlex.quote(str(out))}"
+    )
+    source = _statements_source(path)
+    if written == target:
+        return f"render it again with: {command}"
+    if source is None:
+        return f"render it with: {command}, then move {written} to {target}"
+    if source == "--statements":
+        return f"render it with: {command}, then pass --statements {written}"
+    return f"render it with: {command}, then set {source}={written}"
 
 
 def build_consumer(
