@@ -297,8 +297,7 @@ def cmd_migrations(args: argparse.Namespace) -> int:
         if exc.name not in ("alembic", "mako"):
             raise
         raise ConfigurationError(
-            "migrations need Alembic, which the cli extra installs: "
-            "pip install 'replication[cli]'"
+            "migrations need Alembic, which the cli extra installs: pip install 'replication[cli]'"
         ) from None
 
     [manifest] = selected(find_manifests(args.manifests), args.service)
