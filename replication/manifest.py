@@ -359,9 +359,19 @@ def _resolve(
             "url_env must name an environment variable (upper case, e.g. ORDERS_DATABASE_URL), "
             "never hold the URL itself: secrets do not belong in manifests",
         )
+    names_none = contracts is registry and not document.contracts and overriding_modules() is None
+
+    def report_unknown(loc: tuple[Any, ...], problem: str) -> None:
+        if names_none and problem.startswith("unknown entity"):
+            problem += (
+                "; this manifest names no contracts modules: list those that declare the "
+                "entities it owns and mirrors in 'contracts: [module, ...]'"
+            )
+        report(loc, problem)
+
     published: dict[str, dict[int, tuple[int, ContractInfo]]] = {}
     for i, owned in enumerate(document.owns):
-        info = _contract(contracts, owned.entity, owned.version, ("owns", i), report)
+        info = _contract(contracts, owned.entity, owned.version, ("owns", i), report_unknown)
         if info is not None and info.owner != service:
             report(
                 ("owns", i, "entity"),
@@ -390,7 +400,7 @@ def _resolve(
             )
         else:
             tables[mirrored.table] = i
-        info = _contract(contracts, mirrored.entity, mirrored.version, loc, report)
+        info = _contract(contracts, mirrored.entity, mirrored.version, loc, report_unknown)
         if info is None:
             continue
         if info.owner == service:

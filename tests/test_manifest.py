@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from contracts import Customer, Product
-from replication.contracts import ContractRegistry
+from replication.contracts import ContractRegistry, registry
 from replication.errors import ConfigurationError, ManifestError, ManifestIssue
 from replication.manifest import load_manifest, load_manifests
 
@@ -697,3 +697,15 @@ def test_the_search_for_manifests_skips_hidden_and_tool_folders(tmp_path: Path) 
         write(tmp_path / folder, "service: x\n")
 
     assert manifest_files([tmp_path]) == [tmp_path / "svc" / "replication.yaml"]
+
+
+def test_a_manifest_naming_no_contracts_modules_is_told_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REPLICATION_CONTRACTS", raising=False)
+    path = write(tmp_path, orders(CUSTOMER_MIRROR.replace("crm.customer", "nowhere.thing")))
+
+    [issue] = issues_of(path, registry)
+
+    assert "unknown entity 'nowhere.thing'" in issue.problem
+    assert "this manifest names no contracts modules" in issue.problem

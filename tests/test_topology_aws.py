@@ -20,7 +20,9 @@ from tests.aws import ACCOUNT, REGION, MotoServer, moto_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
-BILLING = """service: billing
+BILLING = f"""service: billing
+contracts: [contracts]
+python_path: [{ROOT}]
 database:
   url_env: BILLING_DATABASE_URL
 mirrors:
