@@ -1,19 +1,31 @@
 """Database URLs as users write them, made explicit about the driver the project uses.
 
-``postgresql://`` means psycopg2 and ``mysql://`` / ``mariadb://`` mean PyMySQL
-(utf8mb4) everywhere in the project, whatever SQLAlchemy's default driver for
-the scheme is (SQLAlchemy 2.1 picks psycopg 3 for ``postgresql://``).
+``postgresql://`` means psycopg2 (psycopg 3 when psycopg2 is not installed),
+``postgresql+psycopg://`` psycopg 3, and ``mysql://`` / ``mariadb://`` PyMySQL
+(utf8mb4), for every engine and connection the project opens itself, whatever
+SQLAlchemy's default driver for the scheme is (SQLAlchemy 2.1 picks psycopg 3
+for ``postgresql://`` and mysqlclient for ``mysql://``).
+
+:func:`register_drivers` makes the same plain schemes work in an owner's own
+``sqlalchemy.create_engine``. It imports SQLAlchemy, so it runs on import of
+:mod:`replication.outbox`, never on import of this module: the apply
+function's hot path reads URLs here without SQLAlchemy.
 """
 
 from __future__ import annotations
 
-__all__ = ["dialect_of", "sqlalchemy_url", "with_search_path"]
+__all__ = ["dialect_of", "driver_of", "register_drivers", "sqlalchemy_url", "with_search_path"]
 
+import importlib.util
+from typing import Any
+
+_POSTGRESQL_INSTALLED = "postgresql+<installed>"  # psycopg2, else psycopg 3 if only it is there
 _SCHEMES: dict[str, tuple[str, str | None]] = {
     # scheme: (the project's dialect name, the SQLAlchemy driver it means; None: as written)
-    "postgresql": ("postgresql", "postgresql+psycopg2"),
-    "postgres": ("postgresql", "postgresql+psycopg2"),
+    "postgresql": ("postgresql", _POSTGRESQL_INSTALLED),
+    "postgres": ("postgresql", _POSTGRESQL_INSTALLED),
     "postgresql+psycopg2": ("postgresql", None),
+    "postgresql+psycopg": ("postgresql", None),
     "mysql": ("mysql", "mysql+pymysql"),
     "mysql+pymysql": ("mysql", None),
     "mariadb": ("mysql", "mariadb+pymysql"),
@@ -21,24 +33,70 @@ _SCHEMES: dict[str, tuple[str, str | None]] = {
     "sqlite": ("sqlite", None),
     "sqlite+pysqlite": ("sqlite", None),
 }
+_DBAPI_MODULES = {  # SQLAlchemy's driver name: the DB-API module
+    "psycopg2": "psycopg2",
+    "psycopg": "psycopg",
+    "pymysql": "pymysql",
+    "pysqlite": "sqlite3",
+    "": "sqlite3",  # sqlite:// names no driver
+}
+
+
+def _installed(module: str) -> bool:
+    # find_spec looks the module up without importing it (a driver costs a cold start).
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _postgresql_driver() -> str:
+    """The driver plain ``postgresql://`` means: psycopg2, else psycopg 3 if only it is there."""
+    if not _installed("psycopg2") and _installed("psycopg"):
+        return "psycopg"
+    return "psycopg2"
+
+
+def _scheme(url: str) -> tuple[str, str, str]:
+    scheme, sep, rest = url.partition("://")
+    return scheme.lower(), sep, rest
 
 
 def dialect_of(url: str) -> str | None:
     """``postgresql``, ``mysql`` (MariaDB too) or ``sqlite``; None for other schemes."""
-    scheme, sep, _ = url.partition("://")
-    known = _SCHEMES.get(scheme.lower()) if sep else None
+    scheme, sep, _ = _scheme(url)
+    known = _SCHEMES.get(scheme) if sep else None
     return known[0] if known else None
+
+
+def _explicit_scheme(scheme: str) -> str | None:
+    known = _SCHEMES.get(scheme)
+    if known is None:
+        return None
+    driver = known[1]
+    if driver == _POSTGRESQL_INSTALLED:
+        return f"postgresql+{_postgresql_driver()}"
+    return driver or scheme
+
+
+def driver_of(url: str) -> str | None:
+    """The DB-API module the project connects ``url`` with (``psycopg2``, ``psycopg``,
+    ``pymysql``, ``sqlite3``); None for other schemes."""
+    scheme, sep, _ = _scheme(url)
+    explicit = _explicit_scheme(scheme) if sep else None
+    if explicit is None:
+        return None
+    return _DBAPI_MODULES[explicit.partition("+")[2]]
 
 
 def sqlalchemy_url(url: str) -> str:
     """``url`` with the project's driver named; other URLs unchanged."""
-    scheme, sep, rest = url.partition("://")
-    known = _SCHEMES.get(scheme.lower())
-    driver = known[1] if known else None
-    if not sep or driver is None:
+    scheme, sep, rest = _scheme(url)
+    explicit = _explicit_scheme(scheme) if sep else None
+    if explicit is None or explicit == scheme:
         return url
-    result = f"{driver}://{rest}"
-    if driver.endswith("pymysql") and "charset=" not in rest:
+    result = f"{explicit}://{rest}"
+    if explicit.endswith("pymysql") and "charset=" not in rest:
         result += ("&" if "?" in rest else "?") + "charset=utf8mb4"
     return result
 
@@ -47,3 +105,37 @@ def with_search_path(url: str, schema: str) -> str:
     """A PostgreSQL ``url`` whose connections use ``schema`` (libpq ``options``)."""
     separator = "&" if "?" in url else "?"
     return f"{url}{separator}options=-csearch_path%3D{schema}"
+
+
+MariaDBDialect_pymysql: Any = None
+"""SQLAlchemy's MariaDB dialect over PyMySQL, set by :func:`register_drivers`.
+
+SQLAlchemy's registry loads a dialect from a module attribute, and its MariaDB
+dialects are classes built on demand: this attribute holds the one for PyMySQL.
+"""
+
+_registered = False
+
+
+def register_drivers() -> None:
+    """Make plain ``mysql://``, ``mariadb://`` and ``postgresql://`` mean installed drivers.
+
+    In SQLAlchemy's dialect registry: PyMySQL for ``mysql://`` and ``mariadb://``
+    when mysqlclient is not installed, psycopg2 for ``postgresql://`` when
+    psycopg 3 is not installed. Drivers that are installed keep SQLAlchemy's
+    defaults. Idempotent.
+    """
+    global MariaDBDialect_pymysql, _registered
+    if _registered:
+        return
+    from sqlalchemy.dialects import registry
+
+    if not _installed("MySQLdb") and _installed("pymysql"):
+        from sqlalchemy.dialects.mysql.mariadb import loader
+
+        MariaDBDialect_pymysql = loader("pymysql")
+        registry.register("mysql", "sqlalchemy.dialects.mysql.pymysql", "dialect")
+        registry.register("mariadb", __name__, "MariaDBDialect_pymysql")
+    if not _installed("psycopg") and _installed("psycopg2"):
+        registry.register("postgresql", "sqlalchemy.dialects.postgresql.psycopg2", "dialect")
+    _registered = True

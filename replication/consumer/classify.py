@@ -68,7 +68,7 @@ def _missing(what: str, message: str, service: str) -> str:
 
 
 def classify(exc: BaseException, service: str = "<consumer>") -> Verdict:
-    """The verdict on ``exc``, raised by psycopg2, PyMySQL or sqlite3 during an apply.
+    """The verdict on ``exc``, raised by psycopg2, psycopg 3, PyMySQL or sqlite3 during an apply.
 
     ``service`` is the consumer whose mirror was written: a pending migration's
     reason names the command that applies it.
@@ -76,8 +76,9 @@ def classify(exc: BaseException, service: str = "<consumer>") -> Verdict:
     driver = _driver(exc)
     message = _first_line(exc)
     name = type(exc).__name__
-    if driver == "psycopg2":
-        code = getattr(exc, "pgcode", None) or ""
+    if driver in ("psycopg2", "psycopg"):
+        # psycopg2 names the SQLSTATE pgcode, psycopg 3 sqlstate.
+        code = getattr(exc, "pgcode", None) or getattr(exc, "sqlstate", None) or ""
         if name in ("InterfaceError", "OperationalError") and not code:
             return Verdict(CONNECTION, f"database connection lost: {message}")
         if code[:2] in _PG_CONNECTION_CLASSES:
@@ -88,6 +89,9 @@ def classify(exc: BaseException, service: str = "<consumer>") -> Verdict:
             return Verdict(TRANSIENT, f"database busy ({code}): {message}")
         if code[:2] in _PG_DATA_CLASSES:
             return Verdict(DATA, f"database refused a value ({code}): {message}")
+        if not code and name in ("DataError", "IntegrityError"):
+            # psycopg 3 refusing a value before sending it (NUL in text).
+            return Verdict(DATA, f"database refused a value: {message}")
         return Verdict(TRANSIENT, f"database error ({code or name}): {message}")
     if driver == "pymysql":
         number = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None

@@ -10,6 +10,10 @@ Where the credentials come from, in order:
 With ``REPLICATION_DATABASE_IAM_AUTH=1`` the password is an RDS IAM
 authentication token generated for each new connection (TLS required). RDS
 Proxy is a plain endpoint to this module: give its host name. No SQLAlchemy.
+
+PostgreSQL is reached through psycopg2 or psycopg 3: ``postgresql+psycopg2://``
+and ``postgresql+psycopg://`` name one, plain ``postgresql://`` (and a secret)
+means psycopg2 when it is installed, else psycopg 3.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from replication.dburl import dialect_of
+from replication.dburl import dialect_of, driver_of
 from replication.errors import ConfigurationError
 
 
@@ -40,20 +44,29 @@ class ConnectionSpec:
     options: tuple[tuple[str, str], ...] = ()
     iam_auth: bool = False
     region: str | None = None
+    driver: str = ""
+    """The DB-API module: ``psycopg2``, ``psycopg``, ``pymysql`` or ``sqlite3``; left
+    empty, the one the dialect's plain URL means (:func:`replication.dburl.driver_of`)."""
+
+    def __post_init__(self) -> None:
+        if not self.driver:
+            # The dialect's name is also its plain URL scheme.
+            object.__setattr__(self, "driver", driver_of(f"{self.dialect}://") or "")
 
     def __repr__(self) -> str:
         # Never show the password.
         where = self.database if self.dialect == "sqlite" else f"{self.host}:{self.port}"
-        return f"ConnectionSpec({self.dialect} {self.user}@{where}/{self.database})"
+        return f"ConnectionSpec({self.dialect}+{self.driver} {self.user}@{where}/{self.database})"
 
 
 def spec_from_url(url: str) -> ConnectionSpec:
     """A spec from a SQLAlchemy-style URL (``postgresql://``, ``mysql+pymysql://``, ``sqlite:///``)."""
     scheme = url.partition("://")[0]
-    dialect = dialect_of(url)
-    if dialect is None:
+    dialect, driver = dialect_of(url), driver_of(url)
+    if dialect is None or driver is None:
         raise ConfigurationError(
-            f"unsupported database URL scheme {scheme!r}; use postgresql://, mysql:// or sqlite:///"
+            f"unsupported database URL scheme {scheme!r}; use postgresql://, "
+            "postgresql+psycopg://, mysql:// or sqlite:///"
         )
     if dialect == "sqlite":
         path = url.split(":///", 1)[1] if ":///" in url else ""
@@ -61,6 +74,7 @@ def spec_from_url(url: str) -> ConnectionSpec:
     parts = urlsplit(url)
     return ConnectionSpec(
         dialect,
+        driver=driver,
         host=parts.hostname or "127.0.0.1",
         port=parts.port,
         user=unquote(parts.username or ""),
@@ -130,20 +144,30 @@ def connect(spec: ConnectionSpec, *, connect_timeout: int = 5) -> Any:
     password = _iam_token(spec) if spec.iam_auth else spec.password
     options = dict(spec.options)
     if spec.dialect == "postgresql":
-        import psycopg2
-
+        # The URL's query is libpq parameters (options=-csearch_path%3D..., sslmode...),
+        # which both drivers pass on as they are.
         if spec.iam_auth:
             options.setdefault("sslmode", "require")
         options.setdefault("connect_timeout", str(connect_timeout))
         options.setdefault("application_name", "replication-consumer")
-        return psycopg2.connect(
-            host=spec.host,
-            port=spec.port or 5432,
-            user=spec.user or None,
-            password=password or None,
-            dbname=spec.database or None,
+        params: dict[str, Any] = {
+            "host": spec.host,
+            "port": spec.port or 5432,
+            "user": spec.user or None,
+            "password": password or None,
+            "dbname": spec.database or None,
             **options,
-        )
+        }
+        if spec.driver == "psycopg":
+            import psycopg
+
+            # No server-side prepared statements, as with psycopg2: poolers in
+            # transaction mode (PgBouncer, RDS Proxy) do not keep them between
+            # transactions.
+            return psycopg.connect(prepare_threshold=None, **params)
+        import psycopg2
+
+        return psycopg2.connect(**params)
     if spec.dialect == "mysql":
         import pymysql
 

@@ -35,7 +35,7 @@ from typing import Any, TextIO
 
 import sqlalchemy as sa
 
-from replication.dburl import sqlalchemy_url, with_search_path
+from replication.dburl import dialect_of, sqlalchemy_url, with_search_path
 from replication.errors import ConfigurationError
 
 PREFIX = "demo"
@@ -106,7 +106,7 @@ def _databases(folder: Path, url: str | None) -> dict[str, _Service]:
             service_url = f"sqlite:///{folder / name}.sqlite"
             services[name] = _Service(name, service_url, sa.create_engine(service_url))
         return services
-    if not url.startswith(("postgresql://", "postgresql+psycopg2://", "postgres://")):
+    if dialect_of(url) != "postgresql":
         raise ConfigurationError("--database-url must be a postgresql:// URL")
     admin = sa.create_engine(sqlalchemy_url(url))
     with admin.begin() as conn:

@@ -1,7 +1,7 @@
 """Apply a batch of change events to a mirror, inside the caller's transaction.
 
 Runs the statements rendered by :mod:`replication.mirror.statements` over a
-plain DB-API connection (psycopg2, PyMySQL, sqlite3; a SQLAlchemy
+plain DB-API connection (psycopg2, psycopg 3, PyMySQL, sqlite3; a SQLAlchemy
 ``Connection`` is unwrapped), so this module imports neither SQLAlchemy nor a
 driver. It never commits: the caller owns the transaction.
 
@@ -37,6 +37,7 @@ _META = 5  # version, deleted, event id, event time, applied at
 
 _DRIVER_DIALECTS = {
     "psycopg2": "postgresql",
+    "psycopg": "postgresql",
     "pymysql": "mysql",
     "MySQLdb": "mysql",
     "sqlite3": "sqlite",
@@ -107,7 +108,7 @@ def apply_changes(
             bulk
             and statements.bulk_threshold
             and len(reduced) >= statements.bulk_threshold
-            and hasattr(cursor, "copy_expert")
+            and (hasattr(cursor, "copy_expert") or hasattr(cursor, "copy"))
         ):
             written = _write_copy_merge(cursor, statements, reduced, applied_at)
         else:
@@ -170,7 +171,7 @@ def _in_autocommit(raw: Any, dialect: str) -> bool:
         return raw.isolation_level is None
     if dialect == "mysql":
         return bool(getattr(raw, "autocommit_mode", False))  # PyMySQL
-    return getattr(raw, "autocommit", False) is True  # psycopg2
+    return getattr(raw, "autocommit", False) is True  # psycopg2, psycopg 3
 
 
 _last_stamp = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -262,11 +263,20 @@ def _write_copy_merge(
         write("\n")
     buffer.seek(0)
     cursor.execute(statements.stage_setup)
-    cursor.copy_expert(statements.stage_copy, buffer)
+    _copy_in(cursor, statements.stage_copy, buffer)
     cursor.execute(statements.stage_merge)
     written = [(bool(flag), str(event_id)) for flag, event_id in cursor.fetchall()]
     cursor.execute(statements.stage_clear)
     return written
+
+
+def _copy_in(cursor: Any, sql: str, buffer: io.StringIO) -> None:
+    """Run ``COPY ... FROM STDIN`` with ``buffer``'s text, through psycopg2 or psycopg 3."""
+    if hasattr(cursor, "copy_expert"):  # psycopg2
+        cursor.copy_expert(sql, buffer)
+        return
+    with cursor.copy(sql) as copy:  # psycopg 3
+        copy.write(buffer.getvalue())
 
 
 def _write_mysql(

@@ -1,5 +1,6 @@
 """The owner side: the transactional outbox and the relay to SNS."""
 
+from replication.dburl import register_drivers
 from replication.outbox.publisher import (
     InMemoryPublisher,
     OutgoingMessage,
@@ -11,6 +12,9 @@ from replication.outbox.publisher import (
 from replication.outbox.record import record_delete, record_event, record_upsert
 from replication.outbox.relay import Relay, RelayConfig, RelayStats, TopicRoute, TopicRouter
 from replication.outbox.table import outbox_table
+
+# An owner's own create_engine("mysql://...") then finds the driver the extras install.
+register_drivers()
 
 __all__ = [
     "InMemoryPublisher",

@@ -116,12 +116,17 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 
 class _Waiter:
-    """Sleeps until the outbox may have new rows: a PostgreSQL NOTIFY, or a poll interval."""
+    """Sleeps until the outbox may have new rows: a PostgreSQL NOTIFY, or a poll interval.
+
+    The listening connection is psycopg2's or psycopg 3's, whichever the relay's
+    engine uses.
+    """
 
     def __init__(self, relay: Relay, poll_interval: float, *, listen: bool = True) -> None:
         self.poll_interval = poll_interval
         self.broken = False
         self._listener: Any = None
+        self._psycopg3 = False
         if listen and relay.engine.dialect.name == "postgresql":
             raw = relay.engine.raw_connection()
             driver: Any = raw.driver_connection
@@ -129,6 +134,7 @@ class _Waiter:
             driver.cursor().execute(f"LISTEN {NOTIFY_CHANNEL}")
             self._raw = raw
             self._listener = driver
+            self._psycopg3 = type(driver).__module__.split(".", 1)[0] == "psycopg"
 
     @classmethod
     def open(cls, relay: Relay, poll_interval: float) -> _Waiter:
@@ -148,16 +154,30 @@ class _Waiter:
             return
         deadline = time.monotonic() + self.poll_interval
         try:
+            # Short slices, so that a stop request is seen within half a second.
             while not stop.is_set() and time.monotonic() < deadline:
-                ready, _, _ = select.select([self._listener], [], [], 0.5)
-                if ready:
-                    self._listener.poll()
-                    if self._listener.notifies:
-                        self._listener.notifies.clear()
-                        return
+                if self._notified(min(0.5, max(0.0, deadline - time.monotonic()))):
+                    return
         except Exception:  # the listening connection broke: listen again on a new one
             self.close()
             self.broken = True
+
+    def _notified(self, timeout: float) -> bool:
+        """Whether a NOTIFY arrived within ``timeout`` seconds; consumes every one received."""
+        listener = self._listener
+        if self._psycopg3:
+            if not list(listener.notifies(timeout=timeout, stop_after=1)):
+                return False
+            list(listener.notifies(timeout=0))  # the rest, already received
+            return True
+        ready, _, _ = select.select([listener], [], [], timeout)
+        if not ready:
+            return False
+        listener.poll()
+        if not listener.notifies:
+            return False
+        listener.notifies.clear()
+        return True
 
     def close(self) -> None:
         if self._listener is not None:
