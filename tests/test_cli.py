@@ -139,3 +139,17 @@ def test_readme_python_example_runs_and_prints_what_it_says(tmp_path: Path) -> N
     promised = re.search(r"print\(result\)  # (.*)", code)
     assert promised is not None
     assert done.stdout.strip() == promised.group(1)
+
+
+def test_migrations_without_alembic_say_which_extra_installs_it() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['alembic'] = None  # as if the cli extra were not installed\n"
+        "from replication.cli import main\n"
+        "sys.exit(main(['migrations', 'check', '--service', 'orders', '--url', 'sqlite://']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == EXIT_INVALID, done.stderr
+    assert "pip install 'replication[cli]'" in done.stderr
