@@ -67,6 +67,11 @@ class _Strict(BaseModel):
 
 class _Database(_Strict):
     url_env: str = Field(description="name of the environment variable holding the URL")
+    secret_arn_env: str | None = Field(
+        default=None,
+        description="name of the variable holding a Secrets Manager secret's ARN "
+        "(default <SERVICE>_DATABASE_SECRET_ARN)",
+    )
 
 
 class OwnedEntity(_Strict):
@@ -137,6 +142,8 @@ class Manifest:
     """Folders put first on ``sys.path`` before those modules are imported."""
     migrations: Path | None = None
     """The service's Alembic environment (``migrations/`` beside the manifest by default)."""
+    database_secret_env: str = ""
+    """The variable holding the ARN of the service's database secret, when deployed."""
 
     def database_url(self) -> str:
         """The service's database URL, from the environment variable the manifest names."""
@@ -359,6 +366,13 @@ def _resolve(
             "url_env must name an environment variable (upper case, e.g. ORDERS_DATABASE_URL), "
             "never hold the URL itself: secrets do not belong in manifests",
         )
+    secret_env = document.database.secret_arn_env or f"{service.upper()}_DATABASE_SECRET_ARN"
+    if not ENV_NAME_RE.match(secret_env):
+        report(
+            ("database", "secret_arn_env"),
+            "secret_arn_env must name an environment variable (upper case, e.g. "
+            "ORDERS_DATABASE_SECRET_ARN)",
+        )
     names_none = contracts is registry and not document.contracts and overriding_modules() is None
 
     def report_unknown(loc: tuple[Any, ...], problem: str) -> None:
@@ -425,6 +439,7 @@ def _resolve(
         contracts=tuple(document.contracts),
         python_path=_folders(path, document),
         migrations=(path.resolve().parent / document.migrations).resolve(),
+        database_secret_env=secret_env,
     )
 
 

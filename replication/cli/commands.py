@@ -301,7 +301,9 @@ def cmd_migrations(args: argparse.Namespace) -> int:
         ) from None
 
     [manifest] = selected(find_manifests(args.manifests), args.service)
-    url = args.url or manifest.database_url()
+    from replication.consumer.database import url_for
+
+    url = args.url or url_for(manifest)
     versions = Path(args.versions) if args.versions else None
     config = migrations.alembic_config(manifest, url, versions=versions)
     # Alembic says each step it runs ("Running upgrade a -> b, message") through logging.

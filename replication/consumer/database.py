@@ -1,11 +1,17 @@
-"""The consumer's database connection: a plain DB-API connection, opened on first use.
+"""A service's database: where it is, and the consumer's plain DB-API connection to it.
 
-Where the credentials come from, in order:
+Where a service's credentials come from, in order (:func:`spec_for`), the same
+for every deployed function (apply, relay, scheduled reconcile) and command:
 
-1. ``REPLICATION_DATABASE_SECRET_ARN``: a Secrets Manager secret in the RDS
-   format (``engine``, ``host``, ``port``, ``username``, ``password``,
-   ``dbname``), read once per cold start;
-2. the URL in the environment variable the manifest names (``database.url_env``).
+1. the Secrets Manager secret whose ARN is in ``<SERVICE>_DATABASE_SECRET_ARN``
+   (the manifest's ``database.secret_arn_env``), read once per cold start. Both
+   shapes RDS creates are read: the "credentials for an RDS database" secret
+   (``engine``, ``host``, ``port``, ``username``, ``password``, ``dbname``), and
+   the one RDS manages for its master user (``username`` and ``password``
+   only), whose host, port, database name and engine then come from
+   ``<SERVICE>_DATABASE_HOST``, ``_PORT``, ``_NAME`` and ``_ENGINE``;
+2. the URL in the environment variable the manifest names (``database.url_env``),
+   for local runs.
 
 With ``REPLICATION_DATABASE_IAM_AUTH=1`` the password is an RDS IAM
 authentication token generated for each new connection (TLS required). RDS
@@ -18,17 +24,28 @@ means psycopg2 when it is installed, else psycopg 3.
 
 from __future__ import annotations
 
-__all__ = ["ConnectionSpec", "connect", "spec_from_secret", "spec_from_url"]
+__all__ = [
+    "ConnectionSpec",
+    "connect",
+    "spec_for",
+    "spec_from_secret",
+    "spec_from_url",
+    "url_for",
+    "url_of",
+]
 
 import json
 import os
 import sqlite3
 from dataclasses import dataclass, replace
-from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from replication.dburl import dialect_of, driver_of
 from replication.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from replication.manifest import Manifest
 
 
 @dataclass(frozen=True)
@@ -84,12 +101,18 @@ def spec_from_url(url: str) -> ConnectionSpec:
     )
 
 
-def spec_from_secret(secret: str) -> ConnectionSpec:
-    """A spec from a Secrets Manager secret string in the RDS format."""
+def spec_from_secret(secret: str, defaults: dict[str, str] | None = None) -> ConnectionSpec:
+    """A spec from a Secrets Manager secret string in either of RDS's formats.
+
+    ``defaults`` (``host``, ``port``, ``dbname``, ``engine``) fill what the secret
+    lacks: a secret RDS manages for its master user holds only the credentials.
+    """
     try:
-        document = json.loads(secret)
-        engine = str(document.get("engine", "postgres")).lower()
+        document = {**(defaults or {}), **json.loads(secret)}
+        engine = str(document.get("engine") or "postgres").lower()
         dialect = "mysql" if engine in ("mysql", "mariadb", "aurora-mysql") else "postgresql"
+        if not document.get("host"):
+            raise KeyError("host")
         return ConnectionSpec(
             dialect,
             host=str(document["host"]),
@@ -100,29 +123,77 @@ def spec_from_secret(secret: str) -> ConnectionSpec:
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigurationError(
-            "the database secret must be a JSON object with host, port, username, password "
-            f"and dbname (the RDS format); {type(exc).__name__}: {exc}"
+            "the database secret must be a JSON object with username and password, and "
+            "host, port and dbname unless the function's environment gives them (the RDS "
+            f"formats); {type(exc).__name__}: {exc}"
         ) from None
 
 
-def spec_from_environment(url_env: str) -> ConnectionSpec:
-    """The spec the environment configures: a secret's ARN or the manifest's URL variable."""
-    arn = os.environ.get("REPLICATION_DATABASE_SECRET_ARN")
+def _secret_defaults(secret_env: str) -> dict[str, str]:
+    """Host, port, database name and engine set beside a master-user secret's ARN."""
+    stem = secret_env.removesuffix("_SECRET_ARN")
+    found = {
+        key: os.environ.get(f"{stem}_{suffix}", "")
+        for key, suffix in (("host", "HOST"), ("port", "PORT"), ("dbname", "NAME"))
+    }
+    found["engine"] = os.environ.get(f"{stem}_ENGINE", "")
+    return {k: v for k, v in found.items() if v}
+
+
+def spec_from_environment(url_env: str, secret_env: str) -> ConnectionSpec:
+    """The spec the environment configures: a secret's ARN (``secret_env``) or a URL."""
+    arn = os.environ.get(secret_env)
     if arn:
         import boto3  # only on this path, and only once per cold start
 
         secret = boto3.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
-        spec = spec_from_secret(secret)
+        spec = spec_from_secret(secret, _secret_defaults(secret_env))
     else:
         url = os.environ.get(url_env)
         if not url:
             raise ConfigurationError(
-                f"no database configured: set REPLICATION_DATABASE_SECRET_ARN or {url_env}"
+                f"no database configured: set {secret_env} (a Secrets Manager secret's ARN) "
+                f"or {url_env} (a URL)"
             )
         spec = spec_from_url(url)
     if os.environ.get("REPLICATION_DATABASE_IAM_AUTH", "").lower() in ("1", "true", "yes"):
         spec = replace(spec, iam_auth=True, region=os.environ.get("AWS_REGION"))
     return spec
+
+
+def spec_for(manifest: Manifest) -> ConnectionSpec:
+    """``manifest``'s service database, from its secret's ARN or its URL variable."""
+    return spec_from_environment(manifest.database_url_env, manifest.database_secret_env)
+
+
+def url_of(spec: ConnectionSpec) -> str:
+    """A SQLAlchemy URL (driver named) for ``spec``; the password is in it: never log it."""
+    if spec.dialect == "sqlite":
+        return f"sqlite:///{spec.database}"
+    scheme = "postgresql" if spec.dialect == "postgresql" else "mysql"
+    credentials = quote(spec.user, safe="")
+    if spec.password:
+        credentials += ":" + quote(spec.password, safe="")
+    port = f":{spec.port}" if spec.port else ""
+    options = list(spec.options)
+    if spec.driver == "pymysql" and not any(k == "charset" for k, _ in options):
+        options.append(("charset", "utf8mb4"))
+    query = f"?{urlencode(options)}" if options else ""
+    host = f"[{spec.host}]" if ":" in spec.host else spec.host
+    return f"{scheme}+{spec.driver}://{credentials}@{host}{port}/{spec.database}{query}"
+
+
+def url_for(manifest: Manifest) -> str:
+    """``manifest``'s database URL: built from its secret when one is set, else its variable."""
+    if os.environ.get(manifest.database_secret_env):
+        spec = spec_for(manifest)
+        if spec.iam_auth:
+            raise ConfigurationError(
+                "IAM authentication is supported by the apply function only; give the relay, "
+                "backfill and reconcile a password in the secret"
+            )
+        return url_of(spec)
+    return manifest.database_url()
 
 
 def _iam_token(spec: ConnectionSpec) -> str:

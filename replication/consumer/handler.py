@@ -6,7 +6,7 @@ Configured by environment variables (the rendered template sets them):
   modules it names are imported from its ``python_path`` (its own folder by
   default), ``REPLICATION_CONTRACTS`` overriding them;
 - ``REPLICATION_PREFIX``: the environment prefix of queue and topic names;
-- ``REPLICATION_DATABASE_SECRET_ARN`` (or the URL variable the manifest names),
+- ``<SERVICE>_DATABASE_SECRET_ARN`` (or the URL variable the manifest names),
   ``REPLICATION_DATABASE_IAM_AUTH``: see :mod:`replication.consumer.database`;
 - ``REPLICATION_STATEMENTS``, ``REPLICATION_APPLY_BULK``, ``REPLICATION_LOG_LEVEL``:
   see :class:`~replication.consumer.wiring.ConsumerSettings`.

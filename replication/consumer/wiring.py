@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from replication.consumer.core import Consumer
-from replication.consumer.database import ConnectionSpec, connect, spec_from_environment
+from replication.consumer.database import ConnectionSpec, connect, spec_for
 from replication.consumer.dead_letters import SqsDeadLetters
 from replication.errors import ConfigurationError
 from replication.manifest import Manifest
@@ -202,7 +202,7 @@ def build_consumer(
     """A consumer of ``manifest``'s mirrors, connecting on first use."""
     if not manifest.mirrors:
         raise ConfigurationError(f"service {manifest.service} mirrors no entity: nothing to apply")
-    spec = spec or spec_from_environment(manifest.database_url_env)
+    spec = spec or spec_for(manifest)
     clients = clients or LazyClients()
     resolved = spec
     return Consumer(

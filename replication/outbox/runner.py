@@ -4,7 +4,8 @@
   the standard AWS configuration (``AWS_ENDPOINT_URL``, profiles, regions).
 - :func:`lambda_handler` runs on a schedule and drains until close to its
   timeout. Configure it with ``REPLICATION_MANIFEST`` (the service's
-  replication.yaml), the database URL variable the manifest names, and
+  replication.yaml), its database (``<SERVICE>_DATABASE_SECRET_ARN``, a
+  secret in RDS's format, or the URL variable the manifest names), and
   optionally ``REPLICATION_PREFIX`` and ``REPLICATION_PAYLOAD_BUCKET``.
 - :func:`run_forever` is ``replication relay``: it drains, then waits for
   PostgreSQL ``NOTIFY`` (or polls other databases), reports throughput, and
@@ -58,6 +59,7 @@ def build_relay(manifest: Manifest, settings: RelaySettings, *, url: str | None 
     import sqlalchemy as sa
 
     from replication.awsenv import locate
+    from replication.consumer.database import url_for
     from replication.payloads import PayloadStore
 
     if not manifest.owns:
@@ -73,7 +75,7 @@ def build_relay(manifest: Manifest, settings: RelaySettings, *, url: str | None 
     payloads = None
     if settings.payload_bucket:
         payloads = PayloadStore(where.session.client("s3"), settings.payload_bucket)
-    engine = sa.create_engine(sqlalchemy_url(url or manifest.database_url()), pool_pre_ping=True)
+    engine = sa.create_engine(sqlalchemy_url(url or url_for(manifest)), pool_pre_ping=True)
     return Relay(
         engine,
         SnsPublisher(where.session.client("sns")),

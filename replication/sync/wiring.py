@@ -12,6 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from replication.consumer.database import url_for
 from replication.dburl import sqlalchemy_url
 from replication.errors import ConfigurationError
 from replication.manifest import Manifest, MirrorDeclaration, load_manifests
@@ -102,9 +103,9 @@ def open_pair(
         )
     engines: list[Any] = []
     try:
-        owner_engine = _engine(owner_url or owner.database_url())
+        owner_engine = _engine(owner_url or url_for(owner))
         engines.append(owner_engine)
-        mirror_engine = _engine(consumer_url or reader.database_url()) if mirror else None
+        mirror_engine = _engine(consumer_url or url_for(reader)) if mirror else None
         engines.append(mirror_engine)
         yield Pair(owner, reader, declaration, source, owner_engine, mirror_engine, where or [])
     finally:

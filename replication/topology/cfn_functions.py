@@ -121,7 +121,7 @@ def _environment(manifest: Manifest) -> dict[str, Any]:
     return {
         "REPLICATION_MANIFEST": f"{manifest.service}/replication.yaml",
         "REPLICATION_PREFIX": {"Ref": "Prefix"},
-        "REPLICATION_DATABASE_SECRET_ARN": {"Ref": f"{logical(manifest.service)}DatabaseSecretArn"},
+        manifest.database_secret_env: {"Ref": f"{logical(manifest.service)}DatabaseSecretArn"},
     }
 
 

@@ -72,7 +72,8 @@ def _parameters(services: list[Manifest]) -> dict[str, Any]:
         parameters[f"{logical(manifest.service)}DatabaseSecretArn"] = {
             "Type": "String",
             "AllowedPattern": "^arn:aws[a-z-]*:secretsmanager:.+$",
-            "Description": f"Secrets Manager secret with {manifest.service}'s database URL",
+            "Description": f"ARN of the Secrets Manager secret of {manifest.service}'s database "
+            "(RDS's format: engine, host, port, username, password, dbname)",
         }
     return parameters
 

@@ -38,15 +38,15 @@ class Context:
 
     def spec(self, service: str) -> Any:
         """The consumer database's connection spec, or None where none is configured."""
-        from replication.consumer.database import spec_from_environment, spec_from_url
+        from replication.consumer.database import spec_for, spec_from_url
 
         if self.args.database_url:
             return spec_from_url(self.args.database_url)
         manifest = self.manifests[service]
         if os.environ.get(manifest.database_url_env) or os.environ.get(
-            "REPLICATION_DATABASE_SECRET_ARN"
+            manifest.database_secret_env
         ):
-            return spec_from_environment(manifest.database_url_env)
+            return spec_for(manifest)
         return None
 
     def inspector(self, service: str) -> Any:
