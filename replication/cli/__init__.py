@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from replication.cli import commands, dlq, gate, init, sync
+from replication.cli import commands, dlq, gate, init, package, sync
 from replication.cli.commands import EXIT_INVALID, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 from replication.contract_modules import CONTRACTS_ENV
 from replication.errors import ConfigurationError, UnreachableError
@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
     init.add_command(groups)
+    package.add_command(groups)
 
     contracts = groups.add_parser(
         "contracts", help="inspect the contracts; lock them and check changes against the lock"
