@@ -20,6 +20,7 @@ __all__ = [
     "PayloadStore",
     "is_pointer",
     "make_pointer",
+    "owner_prefix",
     "parse_pointer",
     "resolve_payload",
 ]
@@ -32,6 +33,15 @@ EXTENDED_SIZE_ATTRIBUTE = "ExtendedPayloadSize"
 LEGACY_SIZE_ATTRIBUTE = "SQSLargePayloadSize"
 SNS_MAX_BYTES = 256 * 1024
 """SNS's limit for one message (body and attributes) and for a whole PublishBatch."""
+
+
+def owner_prefix(owner: str) -> str:
+    """Where ``owner``'s relay offloads events: ``events/<owner>/<event id>.json``.
+
+    One prefix per owner lets a template grant each relay writing and each
+    consumer reading exactly its owners' objects.
+    """
+    return f"events/{owner}/"
 
 
 def make_pointer(bucket: str, key: str) -> str:

@@ -289,7 +289,7 @@ def test_the_relay_and_apply_functions_find_their_contracts_with_only_their_envi
             "REPLICATION_PREFIX": "dev",
             "SHIPPING_DATABASE_URL": shipping_url,
         }
-        relayed = _invoke(installed, relay_root, "replication.outbox.runner", {}, relay_env)
+        relayed = _invoke(installed, relay_root, "replication.outbox.function", {}, relay_env)
         assert relayed["published"] == 1, relayed
 
         sqs = moto.client("sqs")

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+import replication.outbox.function as function
 import replication.outbox.runner as runner
 from tests.aws import CREDENTIALS, MotoServer, bodies, drain_queue, moto_server, subscribed_queue
 from tests.test_outbox import engine_for, reset_owner, sell
@@ -130,15 +131,16 @@ def test_the_scheduled_lambda_drains_the_outbox_and_stops_near_its_timeout(
     monkeypatch.setenv("REPLICATION_MANIFEST", str(ROOT / "examples/catalog/replication.yaml"))
     monkeypatch.setenv("CATALOG_DATABASE_URL", engine.url.render_as_string(False))
     monkeypatch.setenv("REPLICATION_RELAY_BATCH_SIZE", "5")
-    monkeypatch.setattr(runner, "_lambda_relay", None)
+    monkeypatch.setattr(function, "_relay", None)
+    monkeypatch.setenv("REPLICATION_RELAY_MODE", "drain")
     events = [sell(engine, f"SKU-{n}", n) for n in range(25)]
 
     # 2 s left, 0.6 s spent per look at the clock: the margin is a quarter (0.5 s),
     # so three cycles of five rows run before it stops.
-    short = runner.lambda_handler({"source": "aws.events"}, LambdaContext(2_000, 600))
+    short = function.lambda_handler({"source": "aws.events"}, LambdaContext(2_000, 600))
     assert (short["published"], short["cycles"]) == (15, 3)
 
-    result = runner.lambda_handler({"source": "aws.events"}, LambdaContext(60_000))
+    result = function.lambda_handler({"source": "aws.events"}, LambdaContext(60_000))
     assert result["published"] == 10
     got = bodies(drain_queue(moto, queue))
     assert sorted(b["id"] for b in got) == sorted(str(e.id) for e in events)

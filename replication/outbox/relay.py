@@ -156,6 +156,23 @@ class Relay:
             ).scalar_one()
         return int(count)
 
+    def backlog(self) -> tuple[int, float]:
+        """Unpublished rows, and the age in seconds of the oldest of them (0 when none)."""
+        t = self.table
+        with self.engine.connect() as conn:
+            count, oldest = conn.execute(
+                sa.select(sa.func.count(), sa.func.min(t.c.created_at)).where(
+                    t.c.published_at.is_(None)
+                )
+            ).one()
+        if not count or oldest is None:
+            return 0, 0.0
+        if isinstance(oldest, str):  # SQLite keeps timestamps as text
+            oldest = dt.datetime.fromisoformat(oldest)
+        if oldest.tzinfo is None:  # MySQL and SQLite columns hold UTC without an offset
+            oldest = oldest.replace(tzinfo=dt.UTC)
+        return int(count), max(0.0, (self._clock() - oldest).total_seconds())
+
     def purge_published(self) -> int:
         """Delete rows published longer ago than the retention; returns how many."""
         t = self.table

@@ -2,11 +2,7 @@
 
 - :func:`build_relay` wires a relay for one owner service from its manifest and
   the standard AWS configuration (``AWS_ENDPOINT_URL``, profiles, regions).
-- :func:`lambda_handler` runs on a schedule and drains until close to its
-  timeout. Configure it with ``REPLICATION_MANIFEST`` (the service's
-  replication.yaml), its database (``<SERVICE>_DATABASE_SECRET_ARN``, a
-  secret in RDS's format, or the URL variable the manifest names), and
-  optionally ``REPLICATION_PREFIX`` and ``REPLICATION_PAYLOAD_BUCKET``.
+- the Lambda function is :mod:`replication.outbox.function`.
 - :func:`run_forever` is ``replication relay``: it drains, then waits for
   PostgreSQL ``NOTIFY`` (or polls other databases), reports throughput, and
   stops between cycles on SIGTERM/SIGINT, so nothing is lost or marked twice.
@@ -14,7 +10,7 @@
 
 from __future__ import annotations
 
-__all__ = ["RelaySettings", "build_relay", "lambda_handler", "run_forever"]
+__all__ = ["RelaySettings", "build_relay", "run_forever"]
 
 import contextlib
 import os
@@ -24,12 +20,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TextIO
 
 from replication.dburl import sqlalchemy_url
 from replication.errors import ConfigurationError
-from replication.manifest import Manifest, load_manifest
+from replication.manifest import Manifest
 from replication.outbox.publisher import SnsPublisher
 from replication.outbox.relay import Relay, RelayConfig, RelayStats, TopicRouter
 from replication.outbox.table import NOTIFY_CHANNEL
@@ -60,7 +55,7 @@ def build_relay(manifest: Manifest, settings: RelaySettings, *, url: str | None 
 
     from replication.awsenv import locate
     from replication.consumer.database import url_for
-    from replication.payloads import PayloadStore
+    from replication.payloads import PayloadStore, owner_prefix
 
     if not manifest.owns:
         raise ConfigurationError(f"service {manifest.service} owns no entity: nothing to relay")
@@ -74,7 +69,11 @@ def build_relay(manifest: Manifest, settings: RelaySettings, *, url: str | None 
     )
     payloads = None
     if settings.payload_bucket:
-        payloads = PayloadStore(where.session.client("s3"), settings.payload_bucket)
+        payloads = PayloadStore(
+            where.session.client("s3"),
+            settings.payload_bucket,
+            prefix=owner_prefix(manifest.service),
+        )
     engine = sa.create_engine(sqlalchemy_url(url or url_for(manifest)), pool_pre_ping=True)
     return Relay(
         engine,
@@ -83,38 +82,6 @@ def build_relay(manifest: Manifest, settings: RelaySettings, *, url: str | None 
         payloads=payloads,
         config=RelayConfig(batch_size=settings.batch_size),
     )
-
-
-_lambda_relay: Relay | None = None
-
-
-def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Scheduled Lambda: drain the outbox until it is empty or the time is nearly up."""
-    global _lambda_relay
-    if _lambda_relay is None:  # built on the first invocation, reused while warm
-        manifest = load_manifest(Path(os.environ["REPLICATION_MANIFEST"]))
-        _lambda_relay = build_relay(manifest, RelaySettings.from_environment())
-    # Stop 10 s before the timeout, or at a quarter of what is left for short timeouts;
-    # one cycle always runs.
-    configured = int(os.environ.get("REPLICATION_RELAY_MARGIN_MS", "10000"))
-    margin_ms = min(configured, context.get_remaining_time_in_millis() // 4)
-    cycles = [0]
-
-    def should_stop() -> bool:
-        cycles[0] += 1
-        return cycles[0] > 1 and context.get_remaining_time_in_millis() < margin_ms
-
-    stats = _lambda_relay.drain(should_stop=should_stop)
-    purged = 0
-    if context.get_remaining_time_in_millis() >= margin_ms:
-        purged = _lambda_relay.purge_published()
-    return {
-        "purged": purged,
-        "published": stats.published,
-        "failed": stats.failed,
-        "offloaded": stats.offloaded,
-        "cycles": stats.cycles,
-    }
 
 
 class _Waiter:

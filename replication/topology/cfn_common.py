@@ -45,7 +45,7 @@ FUNCTION_SKIPS = [
         "Secrets Manager secret.",
     },
 ]
-RELAY_HANDLER = "replication.outbox.runner.lambda_handler"
+RELAY_HANDLER = "replication.outbox.function.lambda_handler"
 APPLY_HANDLER = "replication.consumer.handler.lambda_handler"
 
 
@@ -54,8 +54,14 @@ class RenderSettings:
     """Function settings shared by every rendered template."""
 
     runtime: str = "python3.12"
+    architecture: str = "x86_64"
+    """Lambda's ``x86_64`` or ``arm64``: what ``replication package --arch`` built for."""
     apply_timeout: int = 30
-    relay_timeout: int = 60
+    relay_timeout: int = 75
+    """Above the schedule's minute: a following relay hands over to the next run."""
+    relay_mode: str = "follow"
+    """``follow``: publish within a second of each commit; ``drain``: at each schedule."""
+    relay_memory: int = 256
     memory: int = 512
     batch_size: int = 10
     batching_window: int = 0
@@ -68,6 +74,7 @@ class RenderSettings:
     keep_warm: str | None = None
     """Schedule (e.g. ``rate(5 minutes)``) pinging apply functions: the cheap alternative."""
     dlq_age_alarm_seconds: int = 300
+    outbox_age_alarm_seconds: int = 120
 
 
 def logical(*parts: str) -> str:

@@ -1,8 +1,14 @@
-"""CloudFormation resources of the services' functions: roles, functions, schedules, alarms."""
+"""CloudFormation resources of the services' functions: roles, functions, schedules, alarms.
+
+Each function has its own artifact (``replication package``), given as
+``<Service><Function>CodeKey`` in ``CodeBucket``; its own log group with the
+stack's retention; its database from ``<SERVICE>_DATABASE_SECRET_ARN``; and
+``REPLICATION_PAYLOAD_BUCKET``. Alarms notify ``AlarmTopicArn`` when given.
+"""
 
 from __future__ import annotations
 
-__all__ = ["consumer_resources", "relay_resources"]
+__all__ = ["alarm", "consumer_resources", "relay_resources"]
 
 import json
 from typing import Any
@@ -17,7 +23,34 @@ from replication.topology.cfn_common import (
     logical,
     sub,
 )
+from replication.topology.cfn_storage import PAYLOAD_BUCKET, log_group, payload_statement
 from replication.topology.model import QueueSpec, TopicSpec
+
+# Lambda inside a VPC manages its network interfaces. AWS offers no resource-level
+# permission for ec2:DescribeNetworkInterfaces, so that one action needs "*"; the others
+# are held to this account and region's interfaces, subnets and security groups.
+_EC2 = "arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}"
+_VPC_STATEMENTS = [
+    {
+        "Effect": "Allow",
+        "Action": "ec2:CreateNetworkInterface",
+        "Resource": [
+            sub(f"{_EC2}:network-interface/*"),
+            sub(f"{_EC2}:subnet/*"),
+            sub(f"{_EC2}:security-group/*"),
+        ],
+    },
+    {
+        "Effect": "Allow",
+        "Action": [
+            "ec2:DeleteNetworkInterface",
+            "ec2:AssignPrivateIpAddresses",
+            "ec2:UnassignPrivateIpAddresses",
+        ],
+        "Resource": sub(f"{_EC2}:network-interface/*"),
+    },
+    {"Effect": "Allow", "Action": "ec2:DescribeNetworkInterfaces", "Resource": "*"},
+]
 
 
 def _role(
@@ -40,19 +73,6 @@ def _role(
                     }
                 ],
             },
-            # Inside a VPC, Lambda needs to manage its network interfaces.
-            "ManagedPolicyArns": {
-                "Fn::If": [
-                    "InVpc",
-                    [
-                        sub(
-                            "arn:${AWS::Partition}:iam::aws:policy/service-role/"
-                            "AWSLambdaVPCAccessExecutionRole"
-                        )
-                    ],
-                    {"Ref": "AWS::NoValue"},
-                ]
-            },
             "Policies": [
                 {
                     "PolicyName": "least-privilege",
@@ -72,7 +92,20 @@ def _role(
                             },
                         ],
                     },
-                }
+                },
+                {
+                    "Fn::If": [
+                        "InVpc",
+                        {
+                            "PolicyName": "vpc-network-interfaces",
+                            "PolicyDocument": {
+                                "Version": "2012-10-17",
+                                "Statement": _VPC_STATEMENTS,
+                            },
+                        },
+                        {"Ref": "AWS::NoValue"},
+                    ]
+                },
             ],
         },
     }
@@ -88,10 +121,14 @@ def _function(
     environment: dict[str, Any],
     settings: RenderSettings,
     concurrency: int,
+    memory: int | None = None,
 ) -> None:
+    logs = log_group(resources, f"{resource_id}Logs", name)
     resources[resource_id] = {
         "Type": "AWS::Lambda::Function",
         "Metadata": {"checkov": {"skip": FUNCTION_SKIPS}},
+        # Created after its log group, so Lambda never creates one without retention.
+        "DependsOn": [logs],
         "Properties": {
             "ReservedConcurrentExecutions": concurrency,
             "VpcConfig": {
@@ -107,21 +144,26 @@ def _function(
             "FunctionName": sub(name),
             "Runtime": settings.runtime,
             "Handler": handler,
-            "Code": {"S3Bucket": {"Ref": "CodeBucket"}, "S3Key": {"Ref": "CodeKey"}},
+            "Code": {
+                "S3Bucket": {"Ref": "CodeBucket"},
+                "S3Key": {"Ref": f"{resource_id.removesuffix('Function')}CodeKey"},
+            },
+            "Architectures": [settings.architecture],
             "Role": arn(role),
             "Timeout": timeout,
-            "MemorySize": settings.memory,
+            "MemorySize": memory or settings.memory,
             "Environment": {"Variables": environment},
         },
     }
 
 
 def _environment(manifest: Manifest) -> dict[str, Any]:
-    """What a service's functions are told: the manifest, the prefix, the secret's ARN."""
+    """What a service's functions are told: the manifest, the prefix, the secret, the bucket."""
     return {
         "REPLICATION_MANIFEST": f"{manifest.service}/replication.yaml",
         "REPLICATION_PREFIX": {"Ref": "Prefix"},
         manifest.database_secret_env: {"Ref": f"{logical(manifest.service)}DatabaseSecretArn"},
+        "REPLICATION_PAYLOAD_BUCKET": {"Ref": PAYLOAD_BUCKET},
     }
 
 
@@ -135,10 +177,12 @@ def relay_resources(
         "Action": "sns:Publish",
         "Resource": [{"Ref": logical(t.entity, f"v{t.version}", "Topic")} for t in topics],
     }
-    _role(resources, role, [publish], manifest.service)
+    offload = payload_statement("s3:PutObject", [manifest.service])
+    _role(resources, role, [publish, offload], manifest.service)
     # The relay role's name is fixed so that topic policies in other accounts can name it.
     resources[role]["Properties"]["RoleName"] = sub(f"${{Prefix}}-{manifest.service}-relay")
     function = f"{service}RelayFunction"
+    environment = {**_environment(manifest), "REPLICATION_RELAY_MODE": settings.relay_mode}
     _function(
         resources,
         function,
@@ -146,9 +190,22 @@ def relay_resources(
         RELAY_HANDLER,
         role,
         settings.relay_timeout,
-        _environment(manifest),
+        environment,
         settings,
-        concurrency=2,  # the scheduled run, and one overlapping a slow run
+        # In follow mode each run overlaps the next one's first seconds.
+        concurrency=2,
+        memory=settings.relay_memory,
+    )
+    resources[f"{service}OutboxAgeAlarm"] = alarm(
+        "the oldest unpublished outbox row waits too long",
+        {
+            "Namespace": "Replication",
+            "MetricName": "OutboxOldestPendingSeconds",
+            "Dimensions": [{"Name": "service", "Value": manifest.service}],
+        },
+        settings.outbox_age_alarm_seconds,
+        # No data means no relay ran (or reported) at all: that breaches too.
+        missing="breaching",
     )
     resources[f"{service}RelaySchedule"] = {
         "Type": "AWS::Events::Rule",
@@ -193,6 +250,8 @@ def consumer_resources(
             "Resource": [arn(f"{b}Dlq") for b in bases],
         },
     ]
+    owners = [q.entity.split(".", 1)[0] for q in queues]
+    statements.append(payload_statement("s3:GetObject", owners))
     _role(resources, role, statements, manifest.service)
     function = f"{service}ApplyFunction"
     _function(
@@ -225,14 +284,15 @@ def consumer_resources(
             "Type": "AWS::Lambda::EventSourceMapping",
             "Properties": mapping,
         }
-        resources[f"{base}DlqDepthAlarm"] = _alarm(
-            f"{base}Dlq", "ApproximateNumberOfMessagesVisible", 0, "messages wait in the DLQ"
+        resources[f"{base}DlqDepthAlarm"] = alarm(
+            "messages wait in the DLQ",
+            _queue_metric(f"{base}Dlq", "ApproximateNumberOfMessagesVisible"),
+            0,
         )
-        resources[f"{base}AgeAlarm"] = _alarm(
-            f"{base}Queue",
-            "ApproximateAgeOfOldestMessage",
-            settings.dlq_age_alarm_seconds,
+        resources[f"{base}AgeAlarm"] = alarm(
             "the oldest message waits too long",
+            _queue_metric(f"{base}Queue", "ApproximateAgeOfOldestMessage"),
+            settings.dlq_age_alarm_seconds,
         )
 
 
@@ -285,21 +345,33 @@ def _keep_warm(resources: dict[str, Any], function: str, target: Any, schedule: 
     }
 
 
-def _alarm(queue_logical: str, metric: str, threshold: int, what: str) -> dict[str, Any]:
+def _queue_metric(queue_logical: str, metric: str) -> dict[str, Any]:
+    return {
+        "Namespace": "AWS/SQS",
+        "MetricName": metric,
+        "Dimensions": [
+            {"Name": "QueueName", "Value": {"Fn::GetAtt": [queue_logical, "QueueName"]}}
+        ],
+    }
+
+
+def alarm(
+    what: str, metric: dict[str, Any], threshold: int, *, missing: str = "notBreaching"
+) -> dict[str, Any]:
+    """An alarm on ``metric`` above ``threshold``, notifying ``AlarmTopicArn`` when given."""
     return {
         "Type": "AWS::CloudWatch::Alarm",
         "Properties": {
             "AlarmDescription": f"Replication: {what}",
-            "Namespace": "AWS/SQS",
-            "MetricName": metric,
-            "Dimensions": [
-                {"Name": "QueueName", "Value": {"Fn::GetAtt": [queue_logical, "QueueName"]}}
-            ],
+            **metric,
             "Statistic": "Maximum",
             "Period": 60,
             "EvaluationPeriods": 1,
             "Threshold": threshold,
             "ComparisonOperator": "GreaterThanThreshold",
-            "TreatMissingData": "notBreaching",
+            "TreatMissingData": missing,
+            "AlarmActions": {
+                "Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]
+            },
         },
     }

@@ -16,6 +16,7 @@ __all__ = ["RenderSettings", "render_templates"]
 import json
 from typing import Any
 
+from replication.errors import ConfigurationError
 from replication.manifest import Manifest
 from replication.topology.cfn_common import (
     DEFAULT_ACCOUNT,
@@ -26,6 +27,7 @@ from replication.topology.cfn_common import (
     sub,
 )
 from replication.topology.cfn_functions import consumer_resources, relay_resources
+from replication.topology.cfn_storage import payload_bucket
 from replication.topology.model import DLQ_RETENTION_SECONDS, QueueSpec, TopicSpec, build_topology
 from replication.topology.policies import QUEUE_RETENTION_SECONDS, SNS_MANAGED_KEY
 
@@ -36,6 +38,7 @@ def render_templates(
     """One template per account (``default`` for services that name none)."""
     settings = settings or RenderSettings()
     topology = build_topology(manifests, prefix="${Prefix}")
+    _check_logical_ids(topology.topics, topology.queues, manifests)
     accounts = sorted({m.account or DEFAULT_ACCOUNT for m in manifests})
     by_service = {m.service: m for m in manifests}
     templates = {}
@@ -47,6 +50,38 @@ def render_templates(
     return templates
 
 
+class _Resources(dict[str, Any]):
+    """Resources by logical id; a second resource under one id is refused, never merged."""
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key in self:
+            raise ConfigurationError(
+                f"two resources would both be named {key} in the template: rename the "
+                "service or entity whose name differs only in separators (. _ -)"
+            )
+        super().__setitem__(key, value)
+
+
+def _check_logical_ids(
+    topics: tuple[TopicSpec, ...], queues: tuple[QueueSpec, ...], manifests: list[Manifest]
+) -> None:
+    """Names that differ only in separators (``ab_c.d``, ``ab.c_d``) would share an id."""
+    kinds = {
+        "service": [(m.service, logical(m.service)) for m in manifests],
+        "topic": [(t.name, logical(t.entity, f"v{t.version}")) for t in topics],
+        "queue": [(q.name, logical(q.consumer, q.entity, f"v{q.version}")) for q in queues],
+    }
+    for kind, pairs in kinds.items():
+        seen: dict[str, str] = {}
+        for name, resource_id in pairs:
+            other = seen.setdefault(resource_id, name)
+            if other != name:
+                raise ConfigurationError(
+                    f"{kind}s {other} and {name} would share the CloudFormation id "
+                    f"{resource_id}: their names differ only in separators; rename one"
+                )
+
+
 def _parameters(services: list[Manifest]) -> dict[str, Any]:
     parameters: dict[str, Any] = {
         "Prefix": {
@@ -55,8 +90,21 @@ def _parameters(services: list[Manifest]) -> dict[str, Any]:
             "AllowedPattern": "^[a-z][a-z0-9-]{0,19}$",
             "Description": "Environment prefix of every resource name",
         },
-        "CodeBucket": {"Type": "String", "Description": "S3 bucket of the function package"},
-        "CodeKey": {"Type": "String", "Description": "S3 key of the function package"},
+        "CodeBucket": {
+            "Type": "String",
+            "Description": "S3 bucket of the functions' artifacts (replication package)",
+        },
+        "LogRetentionDays": {
+            "Type": "Number",
+            "Default": 30,
+            "AllowedValues": [1, 3, 5, 7, 14, 30, 60, 90, 180, 365, 731, 1827, 3653],
+            "Description": "Days the functions' logs are kept",
+        },
+        "AlarmTopicArn": {
+            "Type": "String",
+            "Default": "",
+            "Description": "SNS topic the alarms notify (empty: alarms notify nobody)",
+        },
         "SubnetIds": {
             "Type": "CommaDelimitedList",
             "Default": "",
@@ -69,6 +117,13 @@ def _parameters(services: list[Manifest]) -> dict[str, Any]:
         },
     }
     for manifest in services:
+        for function, has in (("Relay", manifest.owns), ("Apply", manifest.mirrors)):
+            if has:
+                parameters[f"{logical(manifest.service)}{function}CodeKey"] = {
+                    "Type": "String",
+                    "Description": f"S3 key of {manifest.service}'s {function.lower()} "
+                    f"artifact ({manifest.service}-{function.lower()}-<arch>-py<version>.zip)",
+                }
         parameters[f"{logical(manifest.service)}DatabaseSecretArn"] = {
             "Type": "String",
             "AllowedPattern": "^arn:aws[a-z-]*:secretsmanager:.+$",
@@ -86,7 +141,7 @@ def _template(
     settings: RenderSettings,
 ) -> dict[str, Any]:
     names = {m.service for m in services}
-    resources: dict[str, Any] = {}
+    resources: dict[str, Any] = _Resources()
     local_topics = [t for t in topics if t.owner in names]
     local_queues = [q for q in queues if q.consumer in names]
     for topic in local_topics:
@@ -102,6 +157,8 @@ def _template(
         _topic(resources, topic, subscribers)
     for queue in local_queues:
         _queue(resources, queue, topics, by_service, settings)
+    if any(m.owns or m.mirrors for m in services):
+        payload_bucket(resources)
     for manifest in services:
         if manifest.owns:
             relay_resources(
@@ -129,9 +186,10 @@ def _template(
         f"of {', '.join(sorted(names))} (rendered by replication; do not edit)",
         "Parameters": _parameters(services),
         "Conditions": {
-            "InVpc": {"Fn::Not": [{"Fn::Equals": [{"Fn::Join": [",", {"Ref": "SubnetIds"}]}, ""]}]}
+            "InVpc": {"Fn::Not": [{"Fn::Equals": [{"Fn::Join": [",", {"Ref": "SubnetIds"}]}, ""]}]},
+            "HasAlarmTopic": {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]},
         },
-        "Resources": resources,
+        "Resources": dict(resources),
     }
     if outputs:
         template["Outputs"] = outputs
