@@ -226,3 +226,68 @@ def test_the_relay_command_survives_its_database_connections_being_killed(
     assert process.returncode == 0, err
     assert "relay stopped: published 5" in out
     engine.dispose()
+
+
+class RealContext:
+    """Lambda's context with a real clock: the time left until a deadline."""
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.deadline - time.monotonic()) * 1000))
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
+def test_the_following_lambda_publishes_each_commit_within_a_second(
+    dialect: str,
+    moto: MotoServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import statistics
+    import threading
+
+    engine = engine_for(dialect, tmp_path)
+    reset_owner(engine)
+    queue = catalog_queue(moto)
+    for name, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": moto.endpoint}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("REPLICATION_MANIFEST", str(ROOT / "examples/catalog/replication.yaml"))
+    monkeypatch.setenv("CATALOG_DATABASE_URL", engine.url.render_as_string(False))
+    monkeypatch.setenv("REPLICATION_RELAY_MARGIN_MS", "1000")
+    monkeypatch.delenv("REPLICATION_RELAY_MODE", raising=False)  # follow is the default
+    monkeypatch.setattr(function, "_relay", None)
+    results: list[dict[str, Any]] = []
+    handler = threading.Thread(
+        target=lambda: results.append(function.lambda_handler({}, RealContext(7.0)))
+    )
+    handler.start()
+    committed: dict[str, float] = {}
+    received: dict[str, float] = {}
+    time.sleep(1.0)  # the handler has drained the empty outbox and follows it
+    for n in range(20):
+        event = sell(engine, f"SKU-{n}", n)
+        committed[str(event.id)] = time.monotonic()
+        deadline = time.monotonic() + 0.15
+        while time.monotonic() < deadline:
+            for body in bodies(drain_queue(moto, queue, idle_rounds=1)):
+                received.setdefault(body["id"], time.monotonic())
+    for body in wait_for_messages(moto, queue, 20 - len(received), timeout=5):
+        received.setdefault(body["id"], time.monotonic())
+    handler.join(timeout=30)
+
+    assert sorted(received) == sorted(committed)
+    latencies = [received[k] - committed[k] for k in committed]
+    assert statistics.median(latencies) < 1.0, latencies
+    [result] = results
+    assert (result["mode"], result["published"], result["backlog"]) == ("follow", 20, 0)
+    import json
+
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert emf[-1]["service"] == "catalog"
+    assert emf[-1]["RelayPublished"] == [20.0]
+    assert emf[-1]["OutboxBacklog"] == [0.0]
+    assert "OutboxOldestPendingSeconds" in emf[-1]
+    engine.dispose()
