@@ -25,10 +25,8 @@ def statements(template: dict[str, Any]) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     for resource in template["Resources"].values():
         properties = resource["Properties"]
-        # A policy under a condition (Fn::If) counts as if the condition held.
-        policies = [p["Fn::If"][1] if "Fn::If" in p else p for p in properties.get("Policies", [])]
         for document in [properties.get("PolicyDocument")] + [
-            p["PolicyDocument"] for p in policies
+            p["PolicyDocument"] for p in properties.get("Policies", [])
         ]:
             if document:
                 found += document["Statement"]
@@ -89,8 +87,9 @@ def test_no_policy_grants_a_wildcard_action_and_roles_are_scoped(example: dict[s
     denied = [s for s in statements(example) if s["Effect"] == "Deny"]
     assert [s["Condition"] for s in denied] == [{"Bool": {"aws:SecureTransport": "false"}}]
     relay = resources(example, "AWS::IAM::Role")["CrmRelayRole"]
-    [policy, vpc] = relay["Policies"]
-    assert vpc["Fn::If"][0] == "InVpc"
+    [policy] = relay["Policies"]
+    vpc = example["Resources"]["CrmRelayRoleVpcPolicy"]
+    assert (vpc["Condition"], vpc["Properties"]["Roles"]) == ("InVpc", [{"Ref": "CrmRelayRole"}])
     publish = policy["PolicyDocument"]["Statement"][0]
     assert publish == {
         "Effect": "Allow",

@@ -148,6 +148,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render_cfn.add_argument("--batch-size", type=int, default=10, help="SQS batch size (10)")
     render_cfn.add_argument(
+        "--python",
+        choices=["3.11", "3.12", "3.13"],
+        default="3.12",
+        help="the functions' Lambda runtime (as replication package --python built them)",
+    )
+    render_cfn.add_argument(
+        "--arch",
+        choices=["x86_64", "arm64"],
+        default="x86_64",
+        help="the functions' architecture (as replication package --arch built them)",
+    )
+    render_cfn.add_argument(
+        "--relay-mode",
+        choices=["follow", "drain"],
+        default="follow",
+        help="follow: publish within a second of each commit (about $12 a month per owner "
+        "at 256 MB); drain: at each minute's schedule (cents)",
+    )
+    render_cfn.add_argument(
         "--max-concurrency", type=int, default=5, help="event source mapping concurrency (5)"
     )
     render_cfn.set_defaults(func=commands.cmd_topology_render)

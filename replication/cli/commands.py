@@ -251,6 +251,9 @@ def cmd_topology_render(args: argparse.Namespace) -> int:
         keep_warm=args.keep_warm,
         batch_size=args.batch_size,
         max_concurrency=args.max_concurrency,
+        runtime=f"python{args.python}",
+        architecture=args.arch,
+        relay_mode=args.relay_mode,
     )
     templates = render_templates(find_manifests(args.manifests), settings)
     out = Path(args.out)

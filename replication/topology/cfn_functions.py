@@ -60,6 +60,17 @@ def _role(
     log_group = sub(
         f"arn:${{AWS::Partition}}:logs:${{AWS::Region}}:${{AWS::AccountId}}:log-group:/aws/lambda/${{Prefix}}-{service}-*"
     )
+    # Inside a VPC only: a policy of its own (a condition on a whole resource), which the
+    # role's functions wait for through their metadata (see _function).
+    resources[f"{resource_id}VpcPolicy"] = {
+        "Type": "AWS::IAM::Policy",
+        "Condition": "InVpc",
+        "Properties": {
+            "PolicyName": "vpc-network-interfaces",
+            "Roles": [{"Ref": resource_id}],
+            "PolicyDocument": {"Version": "2012-10-17", "Statement": _VPC_STATEMENTS},
+        },
+    }
     resources[resource_id] = {
         "Type": "AWS::IAM::Role",
         "Properties": {
@@ -93,19 +104,6 @@ def _role(
                         ],
                     },
                 },
-                {
-                    "Fn::If": [
-                        "InVpc",
-                        {
-                            "PolicyName": "vpc-network-interfaces",
-                            "PolicyDocument": {
-                                "Version": "2012-10-17",
-                                "Statement": _VPC_STATEMENTS,
-                            },
-                        },
-                        {"Ref": "AWS::NoValue"},
-                    ]
-                },
             ],
         },
     }
@@ -126,7 +124,12 @@ def _function(
     logs = log_group(resources, f"{resource_id}Logs", name)
     resources[resource_id] = {
         "Type": "AWS::Lambda::Function",
-        "Metadata": {"checkov": {"skip": FUNCTION_SKIPS}},
+        "Metadata": {
+            "checkov": {"skip": FUNCTION_SKIPS},
+            # In a VPC, created once its role may manage network interfaces (DependsOn
+            # cannot name a resource that a condition may leave out; a reference can).
+            "replication": {"VpcPolicy": {"Fn::If": ["InVpc", {"Ref": f"{role}VpcPolicy"}, ""]}},
+        },
         # Created after its log group, so Lambda never creates one without retention.
         "DependsOn": [logs],
         "Properties": {
