@@ -310,7 +310,9 @@ def test_the_functions_run_from_their_artifacts_with_only_their_deployed_environ
         session.add_all([_customer(f"Customer {n}", ["b2b"]) for n in range(5)])
         session.add(_customer("Big tags", [f"tag-{n:06d}-" + "x" * 40 for n in range(6000)]))
     with engines["crm"].connect() as connection:
-        owner = dict(connection.exec_driver_sql("SELECT id, name FROM crm_customers").all())
+        owner: dict[str, str] = dict(
+            connection.exec_driver_sql("SELECT id, name FROM crm_customers").tuples().all()
+        )
     assert len(owner) == 6
 
     python = client_venv(tmp_path / "ric")
@@ -370,7 +372,7 @@ def test_the_functions_run_from_their_artifacts_with_only_their_deployed_environ
         apply_api.close()
 
     with engines["orders"].connect() as connection:
-        mirror = dict(
+        mirror: dict[str, str] = dict(
             connection.exec_driver_sql(
                 "SELECT id::text, name FROM customer_mirror WHERE NOT _deleted"
             ).all()
