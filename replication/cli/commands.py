@@ -10,7 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from replication.contract_modules import CONTRACTS_ENV, import_module, prepend_path
+from replication.contract_modules import (
+    CONTRACTS_ENV,
+    import_module,
+    overriding_modules,
+    prepend_path,
+)
 from replication.contracts import registry
 from replication.errors import ConfigurationError
 from replication.manifest import Manifest, import_manifest_contracts, load_manifests
@@ -22,17 +27,13 @@ EXIT_UNREACHABLE = 3
 
 
 def override_contracts(modules: str) -> None:
-    """``--contracts``: import these modules (from the current folder too) instead of the
-    manifests' own, here and wherever a manifest is loaded in this process."""
+    """``--contracts``: these modules instead of the manifests' own, for this command.
+
+    They are imported where a manifest is loaded, after its ``python_path``, as the
+    functions do, with the current folder searched too.
+    """
     os.environ[CONTRACTS_ENV] = modules
     prepend_path([Path.cwd()])
-    for name in filter(None, (m.strip() for m in modules.split(","))):
-        problem = import_module(name)
-        if problem is not None:
-            raise ConfigurationError(
-                f"cannot import contracts module {name!r} named by --contracts or "
-                f"{CONTRACTS_ENV}: {problem}"
-            )
 
 
 def manifests_option(
@@ -48,9 +49,15 @@ def manifests_option(
 
 
 def import_contracts(paths: list[str]) -> None:
-    """Register the contracts the manifests under ``paths`` name (unless --contracts did)."""
-    if not os.environ.get(CONTRACTS_ENV):
-        import_manifest_contracts(existing_paths(paths))
+    """Register the contracts the manifests under ``paths`` name (or --contracts names)."""
+    import_manifest_contracts(existing_paths(paths))
+    for name in overriding_modules() or []:
+        problem = import_module(name)
+        if problem is not None:
+            raise ConfigurationError(
+                f"cannot import contracts module {name!r} named by --contracts or "
+                f"{CONTRACTS_ENV}: {problem}"
+            )
 
 
 def prefix_option(command: argparse.ArgumentParser) -> None:
