@@ -11,7 +11,13 @@ register the same contracts from the same manifest with no extra environment.
 
 from __future__ import annotations
 
-__all__ = ["CONTRACTS_ENV", "import_module", "overriding_modules", "prepend_path"]
+__all__ = [
+    "CONTRACTS_ENV",
+    "import_module",
+    "overriding_modules",
+    "prepend_path",
+    "shadowed_by",
+]
 
 import importlib
 import os
@@ -43,6 +49,24 @@ def import_module(name: str) -> str | None:
     importlib.invalidate_caches()  # a module written since the folder was last listed
     try:
         importlib.import_module(name)
-    except Exception as exc:  # a contracts module may fail in any way: say how, never crash
+    # A contracts module may fail in any way, exiting included (a script's sys.exit or
+    # argparse): say how, never end the command with its exit code.
+    except (Exception, SystemExit) as exc:
+        sys.modules.pop(name, None)
         return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def shadowed_by(name: str, folders: Iterable[Path]) -> Path | None:
+    """The file ``folders`` hold for module ``name`` when another file of that name is
+    already imported (two services' modules sharing one name), else None."""
+    module = sys.modules.get(name.split(".", 1)[0])
+    loaded = getattr(module, "__file__", None)
+    if loaded is None:
+        return None
+    top = name.split(".", 1)[0]
+    for folder in folders:
+        for candidate in (folder / f"{top}.py", folder / top / "__init__.py"):
+            if candidate.is_file() and candidate.resolve() != Path(loaded).resolve():
+                return candidate
     return None

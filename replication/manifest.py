@@ -34,6 +34,7 @@ __all__ = [
 
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -46,6 +47,7 @@ from replication.contract_modules import (
     import_module,
     overriding_modules,
     prepend_path,
+    shadowed_by,
 )
 from replication.contracts import ContractInfo, ContractRegistry, registry
 from replication.conversions import conversions
@@ -219,7 +221,8 @@ def manifest_files(paths: list[Path]) -> list[Path]:
     """The manifest files of ``paths``: files as given, folders searched for replication.yaml.
 
     The search skips hidden folders and those of tools (virtualenvs' site-packages,
-    node_modules, build, dist), which may hold copies of manifests.
+    node_modules, build, dist) and any folder packages are installed into (it holds a
+    ``*.dist-info``), which may hold copies of manifests. A file named twice counts once.
     """
     files: list[Path] = []
     for path in paths:
@@ -228,13 +231,19 @@ def manifest_files(paths: list[Path]) -> list[Path]:
             continue
         found = []
         for folder, children, names in os.walk(path):
+            if any(c.endswith(".dist-info") for c in children):
+                children[:] = []  # pip install --target, a Lambda package: not ours
+                continue
             children[:] = [
                 c for c in children if not c.startswith(".") and c not in _SKIPPED_FOLDERS
             ]
             if MANIFEST_NAME in names:
                 found.append(Path(folder) / MANIFEST_NAME)
         files.extend(sorted(found))
-    return files
+    unique: dict[Path, Path] = {}
+    for file in files:
+        unique.setdefault(file.resolve(), file)
+    return list(unique.values())
 
 
 def import_manifest_contracts(paths: list[Path]) -> None:
@@ -247,11 +256,14 @@ def import_manifest_contracts(paths: list[Path]) -> None:
     for file in manifest_files(paths):
         try:
             text = file.read_text(encoding="utf-8")
+            lines, problems = _line_index(str(file), text)
+            if problems:
+                issues.extend(problems)
+                continue
             document = _Document.model_validate(yaml.safe_load(text))
         except (OSError, UnicodeDecodeError, yaml.YAMLError, ValidationError) as exc:
             issues.append(ManifestIssue(str(file), "", None, f"cannot read: {exc}"))
             continue
-        lines, _ = _line_index(str(file), text)
         issues.extend(_import_contracts(str(file), file, lines, document))
     if issues:
         raise ManifestError(issues)
@@ -273,7 +285,13 @@ def load_manifest(path: Path, contracts: ContractRegistry = registry) -> Manifes
     lines, issues = _line_index(name, text)
     if issues:
         raise ManifestError(issues)
-    data = yaml.safe_load(text)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:  # a tag safe loading refuses (!!python/object...)
+        mark = getattr(exc, "problem_mark", None)
+        line = None if mark is None else mark.line + 1
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ManifestError([ManifestIssue(name, "", line, f"not valid: {problem}")]) from None
     if not isinstance(data, dict):
         problem = "empty file" if data is None else "the document must be a mapping"
         raise ManifestError([ManifestIssue(name, "", 1, problem)])
@@ -316,8 +334,26 @@ def _import_contracts(
                     )
                 )
         return issues
-    searched = ", ".join(str(f) for f in folders) or "sys.path only"
+    missing = [f for f in folders if not f.is_dir()]
+    searched = (
+        ", ".join(f"{f} (no such folder)" if f in missing else str(f) for f in folders)
+        or "sys.path only"
+    )
     for i, module in enumerate(document.contracts):
+        other = shadowed_by(module, folders)
+        if other is not None:
+            loaded = sys.modules[module.split(".", 1)[0]].__file__
+            issues.append(
+                _issue(
+                    name,
+                    lines,
+                    ("contracts", i),
+                    f"contracts module {module!r} is already imported from {loaded}, so "
+                    f"{other} cannot be: two services' contracts modules share a name; give "
+                    "each a name of its own (e.g. <service>_contracts)",
+                )
+            )
+            continue
         problem = import_module(module)
         if problem is not None:
             issues.append(
@@ -555,8 +591,24 @@ def _line_index(name: str, text: str) -> tuple[dict[tuple[Any, ...], int], list[
         return {}, [ManifestIssue(name, "", line, f"not valid YAML: {problem}")]
     lines: dict[tuple[Any, ...], int] = {(): 1}
     issues: list[ManifestIssue] = []
+    seen_nodes: set[int] = set()
 
     def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
+        # An alias reuses a node already seen: walking it again would take time
+        # exponential in the nesting (a few hundred bytes can stall a loader).
+        if id(node) in seen_nodes:
+            if any("aliases are not allowed" in i.problem for i in issues):
+                return  # once per file is enough
+            issues.append(
+                ManifestIssue(
+                    name,
+                    _path_text(path),
+                    node.start_mark.line + 1,
+                    "YAML anchors and aliases are not allowed in a manifest: write it out",
+                )
+            )
+            return
+        seen_nodes.add(id(node))
         if isinstance(node, yaml.MappingNode):
             seen: set[Any] = set()
             for key_node, value_node in node.value:

@@ -10,8 +10,9 @@ any target exists, nothing is written.
 
 from __future__ import annotations
 
-__all__ = ["Scaffold", "plan_service", "write_scaffold"]
+__all__ = ["Scaffold", "plan_migrations", "plan_service", "remove_scaffold", "write_scaffold"]
 
+import keyword
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,8 @@ from replication.manifest import ENV_NAME_RE, SERVICE_RE
 
 _ENTITY_RE = re.compile(r"^([a-z][a-z0-9_]{0,30})\.([a-z][a-z0-9_]{0,30})(?::([1-9][0-9]*))?$")
 _MIGRATION_FILES = ("env.py", "script.py.mako", "README.md")
+# replication.migrations.TEMPLATE, without importing Alembic (the cli extra) to read it.
+TEMPLATE = Path(__file__).resolve().parent / "migrations" / "template"
 
 
 @dataclass
@@ -35,8 +38,16 @@ class Scaffold:
     next_steps: list[str] = field(default_factory=list)
 
 
+# Names the starter module already binds: a contract class must not hide them.
+_TAKEN = frozenset({"Contract", "Field", "annotations"})
+
+
 def _class_name(name: str) -> str:
-    return "".join(part.capitalize() for part in name.split("_"))
+    """``line_item`` -> ``LineItem``; names Python or the module reserve get ``Entity``."""
+    base = "".join(part.capitalize() for part in name.split("_") if part)
+    if keyword.iskeyword(base) or base in _TAKEN or not base.isidentifier():
+        return f"{base}Entity"
+    return base
 
 
 def _contracts_module(service: str, owned: list[tuple[str, str]]) -> str:
@@ -107,8 +118,6 @@ def plan_service(
     url_env: str | None = None,
 ) -> Scaffold:
     """The scaffold of ``service`` in ``folder``; ConfigurationError on bad input."""
-    from replication.migrations import TEMPLATE
-
     if not SERVICE_RE.match(service):
         raise ConfigurationError(
             f"service name {service!r} must be lower case letters, digits and underscores, "
@@ -127,7 +136,17 @@ def plan_service(
                 f"--owns {entity}: an entity is named after its owner, so {service} owns "
                 f"'{service}.<name>' entities"
             )
+        if any(entity == e for e, _ in owned):
+            raise ConfigurationError(f"--owns {entity} is given twice")
         owned.append((entity, match.group(2)))
+    classes: dict[str, str] = {}
+    for entity, name in owned:
+        other = classes.setdefault(_class_name(name), entity)
+        if other != entity:
+            raise ConfigurationError(
+                f"{other} and {entity} would both be class {_class_name(name)}: entity names "
+                "that differ only in underscores are too alike; rename one"
+            )
     prepend_path((folder / p).resolve() for p in python_path)
     for module in contracts:
         problem = import_module(module)
@@ -151,7 +170,9 @@ def plan_service(
     modules = list(contracts)
     if owned:
         own_module = f"{service}_contracts"
-        scaffold.files[Path(f"{own_module}.py")] = _contracts_module(service, owned)
+        source = _contracts_module(service, owned)
+        compile(source, f"{own_module}.py", "exec")  # a generated module always parses
+        scaffold.files[Path(f"{own_module}.py")] = source
         modules.insert(0, own_module)
     lines = [
         f"# {service}'s replication manifest: what it owns (and publishes) and what it",
@@ -169,16 +190,7 @@ def plan_service(
         lines.append("mirrors:")
         lines += [block.rstrip("\n") for block in blocks]
     scaffold.files[Path("replication.yaml")] = "\n".join(lines) + "\n"
-    for name in _MIGRATION_FILES:
-        scaffold.files[Path("migrations") / name] = (TEMPLATE / name).read_text(encoding="utf-8")
-    scaffold.files[Path("alembic.ini")] = (
-        f"# Plain Alembic for {service}: alembic -x manifest=replication.yaml upgrade head\n"
-        "# (`replication migrations ...` needs no configuration file).\n"
-        "[alembic]\n"
-        "script_location = %(here)s/migrations\n"
-        f"version_locations = %(here)s/migrations/versions/{service}\n"
-    )
-    scaffold.folders.append(Path("migrations") / "versions" / service)
+    _add_migrations(scaffold, service)
     scaffold.next_steps = [
         f"export {url_env}=postgresql://USER@HOST:5432/DATABASE   # or mysql://, sqlite:///",
         "replication manifests validate",
@@ -191,6 +203,43 @@ def plan_service(
     if blocks:
         scaffold.next_steps.append(f"replication consume --service {service}")
     return scaffold
+
+
+def _add_migrations(scaffold: Scaffold, service: str) -> None:
+    for name in _MIGRATION_FILES:
+        scaffold.files[Path("migrations") / name] = (TEMPLATE / name).read_text(encoding="utf-8")
+    scaffold.files[Path("alembic.ini")] = (
+        f"# Plain Alembic for {service}: alembic -x manifest=replication.yaml upgrade head\n"
+        "# (`replication migrations ...` needs no configuration file).\n"
+        "[alembic]\n"
+        "script_location = %(here)s/migrations\n"
+        f"version_locations = %(here)s/migrations/versions/{service}\n"
+    )
+    scaffold.folders.append(Path("migrations") / "versions" / service)
+
+
+def plan_migrations(folder: Path, service: str) -> Scaffold:
+    """Only the Alembic environment, for a service whose manifest already exists."""
+    if not (folder / "replication.yaml").is_file():
+        raise ConfigurationError(
+            f"no replication.yaml in {folder}: --migrations-only adds the Alembic "
+            "environment beside an existing manifest"
+        )
+    scaffold = Scaffold(service)
+    _add_migrations(scaffold, service)
+    scaffold.next_steps = [f'replication migrations generate --service {service} -m "..."']
+    return scaffold
+
+
+def remove_scaffold(written: list[Path]) -> None:
+    """Take back files ``write_scaffold`` wrote (and the folders that became empty)."""
+    for path in reversed(written):
+        path.unlink(missing_ok=True)
+        for parent in path.parents:
+            try:
+                parent.rmdir()  # only when empty
+            except OSError:
+                break
 
 
 def write_scaffold(folder: Path, scaffold: Scaffold) -> list[Path]:

@@ -103,10 +103,10 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     _drop_schemas()
     port = str(_free_port())
     blocks = guide_blocks()
-    # Pip is given the wheel just built where the guide says the package's name; the rest
-    # runs as written (the database URL and the emulator's port, when they differ here).
-    install = blocks[0].replace("'replication[", f"'{wheel}[")
-    assert install != blocks[0], "the guide's first block must install replication"
+    # The guide runs as written, with REPLICATION_WHEEL pointing at the wheel just built
+    # (the database URL and the emulator's port replaced when they differ here).
+    install = blocks[0]
+    assert "$REPLICATION_WHEEL" in install, "the guide's first block must install the wheel"
     marker = folder / ".installed"
     script = "\n".join(
         [
@@ -117,6 +117,7 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         ]
     )
     env = {
+        "REPLICATION_WHEEL": str(wheel),
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(folder),
         "LANG": "C.UTF-8",

@@ -709,3 +709,69 @@ def test_a_manifest_naming_no_contracts_modules_is_told_to(
 
     assert "unknown entity 'nowhere.thing'" in issue.problem
     assert "this manifest names no contracts modules" in issue.problem
+
+
+def test_a_contracts_module_that_exits_is_an_issue_not_the_commands_exit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REPLICATION_CONTRACTS", raising=False)
+    module = f"{fresh_service(tmp_path)}_exits"
+    write(tmp_path, "import sys\nsys.exit(0)\n", f"{module}.py")
+    path = write(tmp_path, shipping_manifest(module).format(service="ghost"))
+
+    [issue, *_] = issues_of(path, ContractRegistry())
+
+    assert "SystemExit: 0" in issue.problem
+
+
+def test_two_services_modules_of_one_name_are_told_apart_not_mixed_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REPLICATION_CONTRACTS", raising=False)
+    module = f"{fresh_service(tmp_path)}_shared_name"
+    first, second = fresh_service(tmp_path) + "a", fresh_service(tmp_path) + "b"
+    write(tmp_path / "a", PARCEL_MODULE.format(service=first), f"{module}.py")
+    write(tmp_path / "b", PARCEL_MODULE.format(service=second), f"{module}.py")
+    load_manifest(write(tmp_path / "a", shipping_manifest(module).format(service=first)))
+    path = write(tmp_path / "b", shipping_manifest(module).format(service=second))
+
+    [issue, *_] = issues_of(path, registry)
+
+    assert f"contracts module {module!r} is already imported from" in issue.problem
+    assert "share a name" in issue.problem
+
+
+def test_folders_packages_are_installed_into_are_not_searched(tmp_path: Path) -> None:
+    from replication.manifest import manifest_files
+
+    write(tmp_path / "svc", "service: x\n")
+    (tmp_path / "package" / "replication-0.1.0.dist-info").mkdir(parents=True)
+    write(tmp_path / "package" / "replication" / "demo" / "lines" / "crm", "service: y\n")
+
+    assert manifest_files([tmp_path, tmp_path / "svc"]) == [tmp_path / "svc" / "replication.yaml"]
+
+
+def test_yaml_aliases_are_refused_at_once(tmp_path: Path) -> None:
+    import time
+
+    lines = ["service: x", "database:", "  url_env: X_URL", "a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    path = write(tmp_path, "\n".join(lines) + "\n")
+
+    started = time.monotonic()
+    [issue] = issues_of(path, ContractRegistry())
+
+    assert time.monotonic() - started < 2
+    assert "anchors and aliases are not allowed" in issue.problem
+
+
+def test_a_tag_safe_loading_refuses_is_an_issue_with_its_line(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "service: x\ndatabase:\n  url_env: X_URL\nmirrors: !!python/object:os.system [echo]\n",
+    )
+
+    [issue] = issues_of(path, ContractRegistry())
+
+    assert issue.line == 4
+    assert "could not determine a constructor" in issue.problem

@@ -5,10 +5,12 @@ from __future__ import annotations
 __all__ = ["add_command", "cmd_init"]
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
 from replication.cli.commands import EXIT_OK
+from replication.errors import ConfigurationError
 
 _EPILOG = """Examples:
   replication init --service shipping --owns shipping.parcel
@@ -62,28 +64,55 @@ def add_command(groups: Any) -> None:
         help="the variable holding its database URL (default <SERVICE>_DATABASE_URL)",
     )
     init.add_argument("--folder", default=".", help="where to write (default: here)")
+    init.add_argument(
+        "--migrations-only",
+        action="store_true",
+        help="only the Alembic environment (migrations/, alembic.ini), beside an existing "
+        "replication.yaml",
+    )
     init.set_defaults(func=cmd_init)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    """Plan, write, validate, and print the next commands."""
+    """Plan, write, validate (taking everything back when invalid), print the next commands."""
+    from replication.contract_modules import CONTRACTS_ENV
     from replication.manifest import load_manifest
-    from replication.scaffold import plan_service, write_scaffold
+    from replication.scaffold import (
+        plan_migrations,
+        plan_service,
+        remove_scaffold,
+        write_scaffold,
+    )
 
     folder = Path(args.folder)
-    scaffold = plan_service(
-        folder.resolve(),
-        args.service,
-        owns=args.owns,
-        mirrors=args.mirrors,
-        contracts=args.init_contracts,
-        python_path=args.python_path,
-        url_env=args.database_url_env,
-    )
+    # What init writes names its own contracts: an override meant for other work must
+    # not decide whether the new manifest is valid.
+    os.environ.pop(CONTRACTS_ENV, None)
+    if args.migrations_only:
+        scaffold = plan_migrations(folder, args.service)
+    else:
+        scaffold = plan_service(
+            folder.resolve(),
+            args.service,
+            owns=args.owns,
+            mirrors=args.mirrors,
+            contracts=args.init_contracts,
+            python_path=args.python_path,
+            url_env=args.database_url_env,
+        )
     folder.mkdir(parents=True, exist_ok=True)
-    for path in write_scaffold(folder, scaffold):
+    written = write_scaffold(folder, scaffold)
+    try:
+        manifest = load_manifest(folder / "replication.yaml")
+        if manifest.service != args.service:
+            raise ConfigurationError(
+                f"{folder / 'replication.yaml'} is service {manifest.service}, not {args.service}"
+            )
+    except ConfigurationError as exc:
+        remove_scaffold(written)
+        raise ConfigurationError(f"nothing written: {exc}") from None
+    for path in written:
         print(f"wrote {path}")
-    manifest = load_manifest(folder / "replication.yaml")
     owns = ", ".join(o.entity for o in manifest.owns) or "nothing"
     mirrors = ", ".join(f"{m.contract.label} -> {m.table}" for m in manifest.mirrors)
     print(f"service {manifest.service}: owns {owns}; mirrors {mirrors or 'nothing'}")

@@ -74,7 +74,7 @@ def _aws() -> Iterator[None]:
     except ImportError:
         raise ConfigurationError(
             "the demo runs on moto, the in-process AWS emulator: "
-            "pip install 'replication[demo]' (make demo installs it)"
+            "install the wheel with its demo extra, or pip install moto (make demo does it)"
         ) from None
     saved = {k: os.environ.get(k) for k in _AWS_ENV}
     os.environ.update(_AWS_ENV)

@@ -77,8 +77,9 @@ def environment_of(manifest: Manifest, versions: Path | None = None) -> Path:
         return TEMPLATE
     raise ConfigurationError(
         f"service {manifest.service}: no Alembic environment at {folder} (the manifest's "
-        f"'migrations', default migrations/ beside it): 'replication init' writes one "
-        "(docs/migrations.md), or pass --versions DIR to keep revisions there"
+        f"'migrations', default migrations/ beside it): 'replication init --service "
+        f"{manifest.service} --migrations-only' writes one beside the manifest, or pass "
+        "--versions DIR to keep revisions there with the packaged environment"
     )
 
 
