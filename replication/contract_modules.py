@@ -14,6 +14,7 @@ from __future__ import annotations
 __all__ = [
     "CONTRACTS_ENV",
     "import_module",
+    "manifest_path",
     "overriding_modules",
     "prepend_path",
     "shadowed_by",
@@ -32,6 +33,19 @@ def overriding_modules() -> list[str] | None:
     """The modules ``REPLICATION_CONTRACTS`` names instead of the manifests', if it is set."""
     modules = [m.strip() for m in os.environ.get(CONTRACTS_ENV, "").split(",") if m.strip()]
     return modules or None
+
+
+def manifest_path() -> str:
+    """``REPLICATION_MANIFEST``: the function's manifest, or a clear error when it is unset."""
+    from replication.errors import ConfigurationError
+
+    path = os.environ.get("REPLICATION_MANIFEST")
+    if not path:
+        raise ConfigurationError(
+            "REPLICATION_MANIFEST is not set: give the path of the service's replication.yaml "
+            "in the function's package (the template sets <service>/replication.yaml)"
+        )
+    return path
 
 
 def prepend_path(folders: Iterable[Path]) -> None:

@@ -82,8 +82,8 @@ def spec_from_url(url: str) -> ConnectionSpec:
     dialect, driver = dialect_of(url), driver_of(url)
     if dialect is None or driver is None:
         raise ConfigurationError(
-            f"unsupported database URL scheme {scheme!r}; use postgresql://, "
-            "postgresql+psycopg://, mysql:// or sqlite:///"
+            f"unsupported database URL scheme {scheme!r}; use postgresql:// (or postgres://, "
+            "+psycopg2, +psycopg), mysql:// (or mariadb://, +pymysql) or sqlite:///"
         )
     if dialect == "sqlite":
         path = url.split(":///", 1)[1] if ":///" in url else ""

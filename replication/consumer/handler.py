@@ -21,7 +21,6 @@ from __future__ import annotations
 
 __all__ = ["ApplyFunction", "is_keep_warm", "lambda_handler"]
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -95,9 +94,10 @@ _function: ApplyFunction | None = None
 
 def _build_from_environment() -> ApplyFunction:
     from replication.consumer.wiring import ConsumerSettings, build_consumer
+    from replication.contract_modules import manifest_path
     from replication.manifest import load_manifest
 
-    manifest = load_manifest(Path(os.environ["REPLICATION_MANIFEST"]))
+    manifest = load_manifest(Path(manifest_path()))
     settings = ConsumerSettings.from_environment()
     consumer = build_consumer(manifest, settings)
     return ApplyFunction(consumer, Observer(manifest.service, level=settings.log_level))

@@ -42,10 +42,11 @@ _service = ""
 def _build() -> Relay:
     global _relay, _service
     if _relay is None:  # built on the first invocation, reused while warm
+        from replication.contract_modules import manifest_path
         from replication.manifest import load_manifest
         from replication.outbox.runner import RelaySettings, build_relay
 
-        manifest = load_manifest(Path(os.environ["REPLICATION_MANIFEST"]))
+        manifest = load_manifest(Path(manifest_path()))
         _relay = build_relay(manifest, RelaySettings.from_environment())
         _service = manifest.service
     return _relay
