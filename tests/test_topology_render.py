@@ -304,3 +304,56 @@ def test_names_that_would_share_a_resource_id_are_refused(tmp_path: Path) -> Non
     manifests = [owner("ab_c", "ab_c.d"), owner("ab", "ab.c_d")]
     with pytest.raises(ConfigurationError, match="would share the CloudFormation id AbCDV1"):
         render_templates(manifests)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        RenderSettings(relay_mode="drain", architecture="arm64", runtime="python3.13"),
+        RenderSettings(provisioned_concurrency=2, keep_warm="rate(5 minutes)"),
+        RenderSettings(snapstart=True, runtime="python3.12"),
+        RenderSettings(runtime="python3.11", relay_mode="follow"),
+    ],
+    ids=["drain-arm64-py313", "provisioned-and-keep-warm", "snapstart", "py311"],
+)
+def test_every_rendering_option_passes_cfn_lint_and_the_security_scanner(
+    settings: RenderSettings, tmp_path: Path
+) -> None:
+    if not SCANNER.exists():
+        from tests.databases import unavailable
+
+        unavailable(f"checkov is not installed at {SCANNER} (make install sets it up)")
+    template = render_templates(load_manifests([ROOT / "examples"]), settings)["default"]
+    target = tmp_path / "template.json"
+    target.write_text(json.dumps(template))
+    lint = shutil.which("cfn-lint", path=str(Path(sys.executable).parent))
+    assert lint is not None
+    linted = subprocess.run([lint, str(target)], capture_output=True, text=True, check=False)
+    assert (linted.returncode, linted.stdout) == (0, "")
+    scan = subprocess.run(
+        [
+            *(str(SCANNER), "-f", str(target), "--framework", "cloudformation"),
+            *("--compact", "--output", "json"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "BC_SKIP_MAPPING": "TRUE", "HOME": str(tmp_path)},
+        timeout=300,
+    )
+    assert json.loads(scan.stdout)["summary"]["failed"] == 0, scan.stdout
+    functions = resources(template, "AWS::Lambda::Function")
+    assert {f["Runtime"] for f in functions.values()} == {settings.runtime}
+    assert {tuple(f["Architectures"]) for f in functions.values()} == {(settings.architecture,)}
+    relay = functions["CrmRelayFunction"]["Environment"]["Variables"]
+    assert relay["REPLICATION_RELAY_MODE"] == settings.relay_mode
+
+
+def test_snapstart_on_a_runtime_without_it_is_refused() -> None:
+    from replication.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=r"SnapStart runs Python 3\.12 and newer"):
+        render_templates(
+            load_manifests([ROOT / "examples"]),
+            RenderSettings(snapstart=True, runtime="python3.11"),
+        )

@@ -37,6 +37,11 @@ def render_templates(
 ) -> dict[str, dict[str, Any]]:
     """One template per account (``default`` for services that name none)."""
     settings = settings or RenderSettings()
+    if settings.snapstart and settings.runtime in ("python3.9", "python3.10", "python3.11"):
+        raise ConfigurationError(
+            f"SnapStart runs Python 3.12 and newer, not {settings.runtime}: "
+            "package and render for --python 3.12"
+        )
     topology = build_topology(manifests, prefix="${Prefix}")
     _check_logical_ids(topology.topics, topology.queues, manifests)
     accounts = sorted({m.account or DEFAULT_ACCOUNT for m in manifests})
