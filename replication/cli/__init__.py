@@ -321,12 +321,63 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into head and friends
         sys.stderr.close()
         return EXIT_OK
+    except Exception as exc:
+        failure = _database_failure(exc)
+        if failure is None:
+            raise
+        message, failed = failure
+        print(f"error: {message}", file=sys.stderr)
+        return failed
     finally:  # --contracts holds for this command only (main runs in-process in tests)
         if saved is None:
             os.environ.pop(CONTRACTS_ENV, None)
         else:
             os.environ[CONTRACTS_ENV] = saved
     return code
+
+
+_DRIVER_HINTS = {
+    "MySQLdb": "use mysql://, which means PyMySQL: pip install PyMySQL; or pip install mysqlclient",
+    "pymysql": "pip install PyMySQL",
+    "psycopg2": "pip install psycopg2-binary, or use postgresql+psycopg:// for psycopg 3",
+    "psycopg": "pip install 'psycopg[binary]', or use postgresql+psycopg2:// for psycopg2",
+}
+
+
+def _database_failure(exc: Exception) -> tuple[str, int] | None:
+    """The message and exit code of a database that cannot be used; None for other errors."""
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        import traceback
+
+        loading = any(f.name == "import_dbapi" for f in traceback.extract_tb(exc.__traceback__))
+        if exc.name in _DRIVER_HINTS or loading:
+            hint = _DRIVER_HINTS.get(exc.name, f"pip install the package that provides {exc.name}")
+            return f"the database driver {exc.name} is not installed ({hint})", EXIT_INVALID
+    # Only an SQLAlchemy that is already loaded can have raised: the apply never imports it.
+    errors = sys.modules.get("sqlalchemy.exc")
+    if errors is None or not isinstance(exc, (errors.OperationalError, errors.InterfaceError)):
+        return None
+    # Failing to connect (no statement) or losing the connection; not a failing query.
+    if exc.statement is not None and not exc.connection_invalidated:
+        return None
+    return (
+        f"the database does not answer or refuses the credentials: {_first_line(exc.orig)}",
+        EXIT_UNREACHABLE,
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    """The driver's message, first line only, passwords masked."""
+    import re
+
+    args = error.args
+    if len(args) == 2 and isinstance(args[0], int):  # PyMySQL: (error number, text)
+        text = f"{args[1]} ({args[0]})"
+    else:
+        text = str(error).strip() or type(error).__name__
+    line = text.splitlines()[0]
+    line = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", line)
+    return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", line, flags=re.IGNORECASE)
 
 
 if __name__ == "__main__":

@@ -307,7 +307,7 @@ def cmd_migrations(args: argparse.Namespace) -> int:
         if exc.name not in ("alembic", "mako"):
             raise
         raise ConfigurationError(
-            "migrations need Alembic, which the cli extra installs: pip install 'replication[cli]'"
+            "migrations need Alembic: install the wheel with its cli extra, or pip install alembic"
         ) from None
 
     [manifest] = selected(find_manifests(args.manifests), args.service)
@@ -324,15 +324,20 @@ def cmd_migrations(args: argparse.Namespace) -> int:
         handler.addFilter(lambda record: record.getMessage().startswith("Running "))
         alembic_log.addHandler(handler)
         alembic_log.setLevel(logging.INFO)
-    if args.command == "generate":
-        migrations.generate(config, args.message)
-    elif args.command == "upgrade":
-        migrations.upgrade(config, args.revision)
-        print(f"{manifest.service}: upgraded to {args.revision}")
-    elif args.command == "downgrade":
-        migrations.downgrade(config, args.revision)
-        print(f"{manifest.service}: downgraded to {args.revision}")
-    else:
-        migrations.check(config)
-        print(f"{manifest.service}: the database matches the declarations")
+    from alembic.util import CommandError
+
+    try:
+        if args.command == "generate":
+            migrations.generate(config, args.message)
+        elif args.command in ("upgrade", "downgrade"):
+            move = migrations.upgrade if args.command == "upgrade" else migrations.downgrade
+            move(config, args.revision)
+            # The revision reached, not the one asked for: "-1" or "head" say little.
+            now = ", ".join(migrations.current(config)) or "base"
+            print(f"{manifest.service}: {args.command}d to {now}")
+        else:
+            migrations.check(config)
+            print(f"{manifest.service}: the database matches the declarations")
+    except CommandError as exc:  # an unknown revision, a database behind its head, ...
+        raise ConfigurationError(str(exc)) from exc
     return EXIT_OK

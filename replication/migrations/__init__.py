@@ -16,6 +16,7 @@ __all__ = [
     "TEMPLATE",
     "alembic_config",
     "check",
+    "current",
     "describe_difference",
     "downgrade",
     "environment_of",
@@ -107,8 +108,23 @@ def alembic_config(
 
 
 def generate(config: Config, message: str) -> Any:
-    """Autogenerate a revision from the difference between the database and the declarations."""
-    return command.revision(config, message=message, autogenerate=True)
+    """Autogenerate a revision from the difference between the database and the declarations.
+
+    Raises ConfigurationError, and writes nothing, when there is no difference.
+    """
+    script = command.revision(
+        config, message=message, autogenerate=True, process_revision_directives=_unless_empty
+    )
+    if not script:
+        raise ConfigurationError("nothing to generate: the database matches the declarations")
+    return script
+
+
+def _unless_empty(context: MigrationContext, revision: Any, directives: list[Any]) -> None:
+    # Alembic writes a revision per directive left in the list; an empty
+    # revision would only lengthen the chain.
+    if all(upgrade.is_empty() for script in directives for upgrade in script.upgrade_ops_list):
+        directives[:] = []
 
 
 def upgrade(config: Config, revision: str = "head") -> None:
@@ -121,14 +137,32 @@ def downgrade(config: Config, revision: str) -> None:
     command.downgrade(config, revision)
 
 
+def current(config: Config) -> tuple[str, ...]:
+    """The revisions the database is at (none at base), read from the service's version table."""
+    manifest: Manifest = config.attributes["replication.manifest"]
+    engine = _engine(config)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(
+                connection, opts={"version_table": f"alembic_version_{manifest.service}"}
+            )
+            return context.get_current_heads()
+    finally:
+        engine.dispose()
+
+
+def _engine(config: Config) -> sa.Engine:
+    url = config.get_main_option("sqlalchemy.url")
+    assert url is not None
+    return sa.create_engine(url.replace("%%", "%"), poolclass=sa.pool.NullPool)
+
+
 def check(config: Config) -> None:
     """Raise ConfigurationError listing how the database differs from the declarations."""
     from alembic.autogenerate import compare_metadata
 
     metadata: sa.MetaData = config.attributes["replication.metadata"]
-    url = config.get_main_option("sqlalchemy.url")
-    assert url is not None
-    engine = sa.create_engine(url.replace("%%", "%"), poolclass=sa.pool.NullPool)
+    engine = _engine(config)
     try:
         with engine.connect() as connection:
             context = MigrationContext.configure(
@@ -173,7 +207,58 @@ def describe_difference(difference: Any) -> str:
     if kind == "modify_nullable":
         wanted = "nullable" if difference[6] else "NOT NULL"
         return f"column {difference[2]}.{difference[3]} should be {wanted}"
-    return repr(difference)
+    if kind == "modify_default":
+        return (
+            f"column {difference[2]}.{difference[3]} has default {_default(difference[5])} "
+            f"in the database, declared {_default(difference[6])}"
+        )
+    if kind == "modify_comment":
+        return (
+            f"column {difference[2]}.{difference[3]} has comment {difference[5]!r} "
+            f"in the database, declared {difference[6]!r}"
+        )
+    if kind in ("add_index", "add_constraint", "add_fk"):
+        return f"{_constraint(difference[1])} is declared but missing"
+    if kind in ("remove_index", "remove_constraint", "remove_fk"):
+        return f"{_constraint(difference[1])} exists but is no longer declared"
+    if kind == "add_table_comment":
+        table = difference[1]
+        return (
+            f"table {table.name} has comment {difference[2]!r} in the database, "
+            f"declared {table.comment!r}"
+        )
+    if kind == "remove_table_comment":
+        return f"table {difference[1].name} has a comment that is no longer declared"
+    details = ", ".join(str(part) for part in difference[1:] if part is not None)
+    return f"{kind.replace('_', ' ')}: {details}"
+
+
+def _default(default: Any) -> str:
+    if default is None:
+        return "none"
+    text = getattr(default, "arg", default)  # a DefaultClause holds its text in arg
+    return str(getattr(text, "text", text))
+
+
+def _constraint(item: sa.Index | sa.Constraint) -> str:
+    """``unique index ix_name on table (a, b)``, ``foreign key fk on t (a) -> u (b)``."""
+    if isinstance(item, sa.Index):
+        names = [getattr(e, "name", None) or str(e) for e in item.expressions]
+        what = "unique index" if item.unique else "index"
+    else:
+        names = [c.name for c in getattr(item, "columns", ())]
+        what = {
+            "UniqueConstraint": "unique constraint",
+            "ForeignKeyConstraint": "foreign key",
+            "CheckConstraint": "check constraint",
+            "PrimaryKeyConstraint": "primary key",
+        }.get(type(item).__name__, type(item).__name__)
+    table = item.table.name if isinstance(item.table, sa.Table) else "?"
+    text = f"{what} {item.name or '(unnamed)'} on {table} ({', '.join(names)})"
+    if isinstance(item, sa.ForeignKeyConstraint):
+        target = ", ".join(element.target_fullname for element in item.elements)
+        text += f" -> {target}"
+    return text
 
 
 @Operations.register_operation("create_outbox_notify")

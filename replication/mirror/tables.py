@@ -131,7 +131,11 @@ def mirror_table(declaration: MirrorDeclaration, metadata: sa.MetaData | None = 
     info = declaration.contract
     columns: list[sa.Column[Any]] = []
     for name in info.key:
-        columns.append(sa.Column(name, column_type(info.fields[name], key=True), primary_key=True))
+        # The owner's key, stored as given: an integer primary key would otherwise be
+        # AUTO_INCREMENT on MariaDB (which replaces a key of 0 with a new one) and
+        # BIGSERIAL on PostgreSQL.
+        key_type = column_type(info.fields[name], key=True)
+        columns.append(sa.Column(name, key_type, primary_key=True, autoincrement=False))
     for name in declaration.fields:
         if name not in info.key:
             columns.append(sa.Column(name, column_type(info.fields[name]), nullable=True))
