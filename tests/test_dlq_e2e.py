@@ -196,8 +196,8 @@ def test_dead_letters_are_listed_replayed_by_filter_and_mirrors_converge(
     assert cli("dlq", "replay", "--service", "orders", "--message-id", retried)[0] == 0
     assert world.queue_depths()[DLQ] == 14
     consume_until_source_empty(world)
-    # moto takes a message out of its queue before it adds it to the DLQ: a look in
-    # between sees it in neither, so wait for it to land.
+    # Under load the DLQ was once seen one short just after the source read empty
+    # (moto takes a message out of its queue, then adds it to the DLQ): wait for it.
     deadline = time.monotonic() + 10
     while world.queue_depths()[DLQ] < 15 and time.monotonic() < deadline:
         time.sleep(0.2)
