@@ -16,6 +16,7 @@ __all__ = [
     "EXTENDED_SIZE_ATTRIBUTE",
     "LEGACY_SIZE_ATTRIBUTE",
     "POINTER_CLASS",
+    "POINTER_MAX_BYTES",
     "SNS_MAX_BYTES",
     "PayloadStore",
     "is_pointer",
@@ -49,13 +50,21 @@ def make_pointer(bucket: str, key: str) -> str:
     return json.dumps([POINTER_CLASS, {"s3BucketName": bucket, "s3Key": key}])
 
 
+POINTER_MAX_BYTES = 4096
+"""A pointer is a couple of hundred bytes: a longer body is never read as one."""
+
+
 def parse_pointer(body: str) -> tuple[str, str] | None:
     """``(bucket, key)`` if ``body`` is an extended-client pointer, else None."""
-    if not body.startswith("[") or POINTER_CLASS not in body[:80]:
+    if (
+        not body.startswith("[")
+        or POINTER_CLASS not in body[:80]
+        or len(body) > POINTER_MAX_BYTES
+    ):
         return None
     try:
         document = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if (
         isinstance(document, list)

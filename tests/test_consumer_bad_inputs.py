@@ -26,7 +26,7 @@ import pytest
 
 from replication.consumer.dead_letters import MESSAGE_ID, REASON, SOURCE_QUEUE
 from replication.manifest import Manifest
-from replication.payloads import make_pointer
+from replication.payloads import POINTER_CLASS, make_pointer
 from tests.consumer_support import Harness, create_consumer_tables, harness, rows, sqs_record
 from tests.databases import Database
 
@@ -203,6 +203,14 @@ CASES: dict[str, Case] = {
     "whitespace-only-body": poison(" \n\t ", "not valid JSON"),
     "utf8-bom-before-json": poison("\ufeff" + text(customer()), "UTF-8 BOM"),
     "nested-too-deeply": poison("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    # 2.5 KB that start like an S3 pointer and nest 1,200 deep: once a RecursionError
+    # out of the handler, failing every record of the batch.
+    "deep-array-shaped-like-a-pointer": poison(
+        f'["{POINTER_CLASS}", ' + "[" * 1200 + "]" * 1200 + "]", "nested too deeply"
+    ),
+    "deep-pointer-shape-in-sns-envelope": poison(
+        sns(f'["{POINTER_CLASS}", ' + "[" * 1200 + "]" * 1200 + "]"), "nested too deeply"
+    ),
     "json-array": poison(text([customer()]), "must be a JSON object, got array"),
     "json-number": poison("42", "must be a JSON object, got number"),
     "json-string": poison(text(text(customer())), "must be a JSON object, got string"),

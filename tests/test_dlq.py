@@ -359,3 +359,20 @@ def test_a_message_is_read_as_its_consumer_reads_it(aws: MotoServer) -> None:
     assert shown["key"] == customer_key(7)
     assert (shown["decodes"], shown["problem"]) == (True, None)
     assert shown["event"]["data"]["loyalty_points"] == 12  # the body is shown whole
+
+
+def test_a_body_nested_deeply_is_listed_shown_and_exported_not_a_crash(
+    aws: MotoServer, tmp_path: Path
+) -> None:
+    from replication.payloads import POINTER_CLASS
+
+    queues = Queues(aws.client("sqs"))
+    body = f'["{POINTER_CLASS}", ' + "[" * 1200 + "]" * 1200 + "]"
+    queues.sqs.send_message(QueueUrl=queues.url(DLQ), MessageBody=body)
+    exported = tmp_path / "deep.jsonl"
+    for command in (["list"], ["show"], ["export", "--out", str(exported)]):
+        code, out, err = cli("dlq", *command, "--service", "orders")
+        assert code == 0, out + err
+        assert "Traceback" not in err
+    [line] = exported.read_text().splitlines()
+    assert json.loads(line)["body"] == body

@@ -235,6 +235,15 @@ class Consumer:
         except _FetchError as exc:
             batch.transient.append((delivery, route, str(exc), None))
             return None
+        except MemoryError:
+            batch.transient.append((delivery, route, "out of memory while decoding", None))
+            return None
+        except Exception as exc:
+            # Nothing in one record's content may fail the batch: whatever decoding it
+            # raised is that record's outcome, dead-lettered with the reason.
+            reason = f"could not be decoded: {type(exc).__name__}: {str(exc)[:200]}"
+            batch.poison.append(_Poison(delivery, route, reason))
+            return None
         info = route.declaration.contract
         if (event.entity, event.contract.version) != (info.entity, info.version):
             reason = (

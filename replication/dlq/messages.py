@@ -202,6 +202,8 @@ def describe(
             subject = event.subject
     except InvalidEventError as exc:
         problem = str(exc)
+    except Exception as exc:  # one message's content never stops the listing of the others
+        problem = f"could not be decoded: {type(exc).__name__}: {str(exc)[:200]}"
     if subject is None:
         subject = _raw_subject(letter.body)
     return Described(
