@@ -56,11 +56,7 @@ POINTER_MAX_BYTES = 4096
 
 def parse_pointer(body: str) -> tuple[str, str] | None:
     """``(bucket, key)`` if ``body`` is an extended-client pointer, else None."""
-    if (
-        not body.startswith("[")
-        or POINTER_CLASS not in body[:80]
-        or len(body) > POINTER_MAX_BYTES
-    ):
+    if not body.startswith("[") or POINTER_CLASS not in body[:80] or len(body) > POINTER_MAX_BYTES:
         return None
     try:
         document = json.loads(body)
