@@ -15,6 +15,7 @@ from __future__ import annotations
 __all__ = [
     "EXTENDED_SIZE_ATTRIBUTE",
     "LEGACY_SIZE_ATTRIBUTE",
+    "PAYLOAD_MAX_BYTES",
     "POINTER_CLASS",
     "POINTER_MAX_BYTES",
     "SNS_MAX_BYTES",
@@ -50,6 +51,8 @@ def make_pointer(bucket: str, key: str) -> str:
     return json.dumps([POINTER_CLASS, {"s3BucketName": bucket, "s3Key": key}])
 
 
+PAYLOAD_MAX_BYTES = 16 * 1024 * 1024
+"""The largest offloaded payload a consumer reads (``REPLICATION_PAYLOAD_MAX_BYTES``)."""
 POINTER_MAX_BYTES = 4096
 """A pointer is a couple of hundred bytes: a longer body is never read as one."""
 

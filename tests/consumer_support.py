@@ -21,9 +21,14 @@ from replication.consumer.observe import Observer
 from replication.manifest import Manifest
 from replication.mirror.render import statements_for
 from replication.mirror.tables import mirror_table
+from replication.payloads import PAYLOAD_MAX_BYTES
 from tests.databases import Database
 
 EVENTS = Path(__file__).resolve().parent / "events"
+
+
+PAYLOAD_BUCKET = "payloads"
+"""The bucket the test consumers read offloaded payloads from (their owners' prefixes)."""
 
 
 def lambda_event(name: str) -> dict[str, Any]:
@@ -74,6 +79,7 @@ def harness(
     dead_letters: DeadLetters | None = None,
     prefix: str = "dev",
     metrics: bool = False,
+    payload_max_bytes: int | None = None,
 ) -> Harness:
     """An :class:`ApplyFunction` over its own connection to ``db``."""
     spec = spec_from_url(db.sqlalchemy_url)
@@ -93,6 +99,8 @@ def harness(
         statements={d.contract.entity: statements_for(d, db.dialect) for d in manifest.mirrors},
         dead_letters=letters,
         prefix=prefix,
+        payload_bucket=PAYLOAD_BUCKET,
+        payload_max_bytes=payload_max_bytes or PAYLOAD_MAX_BYTES,
     )
     function = ApplyFunction(consumer, Observer(manifest.service, stream=log, metrics=metrics))
     return Harness(function, letters, log, opened)

@@ -448,11 +448,25 @@ CASES: dict[str, Case] = {
     ),
     # Offloaded payloads, with no S3 configured.
     "s3-pointer-without-s3": poison(
-        make_pointer("payloads", "events/x.json"), "this consumer has no S3 access configured"
+        make_pointer("payloads", "events/crm/x.json"), "this consumer has no S3 access configured"
     ),
     "s3-pointer-in-sns-envelope-without-s3": poison(
-        sns(make_pointer("payloads", "events/x.json")),
+        sns(make_pointer("payloads", "events/crm/x.json")),
         "this consumer has no S3 access configured",
+    ),
+    # Pointers that would make the consumer read, with its credentials, what they name:
+    # refused before any S3 call, saying nothing of whether such an object exists.
+    "s3-pointer-to-another-bucket": poison(
+        make_pointer("company-secrets", "events/crm/x.json"),
+        "outside s3://payloads/events/crm/: not read",
+    ),
+    "s3-pointer-to-another-owners-prefix": poison(
+        make_pointer("payloads", "events/catalog/x.json"),
+        "outside s3://payloads/events/crm/: not read",
+    ),
+    "s3-pointer-climbing-out-of-the-prefix": poison(
+        sns(make_pointer("payloads", "private/keys.json")),
+        "outside s3://payloads/events/crm/: not read",
     ),
     # Odd but legitimate: applied, and stored exactly.
     "sql-fragment-in-name": applies(customer(name=_sql)),

@@ -147,7 +147,7 @@ def test_fifo_group_stops_at_its_first_failure(database: Database, fifo_manifest
     first["body"] = json.dumps(
         [
             "software.amazon.payloadoffloading.PayloadS3Pointer",
-            {"s3BucketName": "payloads", "s3Key": "events/x.json"},
+            {"s3BucketName": "payloads", "s3Key": "events/crm/x.json"},
         ]
     )
     try:
@@ -331,3 +331,46 @@ def test_a_refresh_rewrites_a_row_at_the_same_version_and_nothing_else(
     orders({"Records": [_snapshot("", 3, refresh=False, deleted=True)]})
     orders({"Records": [_snapshot("Back", 3, refresh=True)]})
     assert customers(database)[key] == (None, 3, True)  # a tombstone is never refreshed
+
+
+def test_an_offloaded_payload_is_read_from_the_owners_prefix_up_to_the_size_cap(
+    database: Database, orders_manifest: Manifest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The payload a pointer names is read when it is in the bucket, under the owner's
+    prefix and within the cap; one over the cap is dead-lettered, not read whole."""
+    import boto3
+    from moto import mock_aws
+
+    from replication.payloads import make_pointer
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "t",
+        "AWS_SECRET_ACCESS_KEY": "t",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    create_consumer_tables(database, orders_manifest)
+    small, large = _customer_event(1), _customer_event(2)
+    large["data"]["tags"] = ["x" * 100] * 40  # about 4.5 KB
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="payloads")
+        for name, event in (("small", small), ("large", large)):
+            s3.put_object(Bucket="payloads", Key=f"events/crm/{name}.json", Body=json.dumps(event))
+        h = harness(database, orders_manifest, payload_max_bytes=4096)
+        h.function.consumer._s3_client = lambda: s3
+        records = [
+            sqs_record(make_pointer("payloads", "events/crm/small.json")),
+            sqs_record(make_pointer("payloads", "events/crm/large.json")),
+        ]
+        try:
+            response = h({"Records": records})
+        finally:
+            h.close()
+    assert response == {"batchItemFailures": []}
+    assert list(customers(database).values()) == [("Customer 1", 1, False)]
+    [letter] = h.dead_letters.messages
+    assert (
+        "is over the 4096 bytes this consumer reads" in letter["attributes"][REASON]["StringValue"]
+    )

@@ -270,6 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     consume.add_argument("--statements", help="pre-rendered statements file (mirrors render)")
     consume.add_argument(
+        "--payload-bucket",
+        help="S3 bucket of offloaded events, read only under each owner's events/<owner>/ "
+        "(default $REPLICATION_PAYLOAD_BUCKET)",
+    )
+    consume.add_argument(
         "--log-level", help="per-record logs: INFO (every record), WARNING (failures only)"
     )
     consume.add_argument(

@@ -192,6 +192,8 @@ def cmd_consume(args: argparse.Namespace) -> int:
         bulk=defaults.bulk,
         log_level=args.log_level or defaults.log_level,
         metrics=args.metrics,
+        payload_bucket=args.payload_bucket or defaults.payload_bucket,
+        payload_max_bytes=defaults.payload_max_bytes,
     )
     try:
         runner_settings = RunnerSettings(

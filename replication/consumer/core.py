@@ -32,7 +32,7 @@ from replication.manifest import Manifest, MirrorDeclaration
 from replication.mirror.apply import apply_changes, refresh_changes
 from replication.mirror.decide import reduce_batch
 from replication.mirror.statements import MirrorStatements
-from replication.payloads import parse_pointer
+from replication.payloads import PAYLOAD_MAX_BYTES, owner_prefix, parse_pointer
 from replication.topology.model import resolved_queue_names, resolved_topic_name
 from replication.topology.naming import DEFAULT_PREFIX
 
@@ -130,6 +130,8 @@ class Consumer:
         s3_client: Callable[[], Any] | None = None,
         bulk: bool = True,
         clock: Callable[[], dt.datetime] | None = None,
+        payload_bucket: str | None = None,
+        payload_max_bytes: int = PAYLOAD_MAX_BYTES,
     ) -> None:
         self.manifest = manifest
         self.routes = routes_for(manifest, prefix)
@@ -142,6 +144,8 @@ class Consumer:
         self._connection: Any = None
         self._dead_letters = dead_letters
         self._s3_client = s3_client
+        self._payload_bucket = payload_bucket
+        self._payload_max_bytes = payload_max_bytes
         self._bulk = bulk
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
 
@@ -227,7 +231,7 @@ class Consumer:
             message = envelope.message
             pointer = parse_pointer(message)
             if pointer is not None:
-                message = self._fetch(pointer)
+                message = self._fetch(pointer, owner_prefix(route.declaration.contract.owner))
             event = decode_event(message, fields=route.declaration.fields)
         except InvalidEventError as exc:
             batch.poison.append(_Poison(delivery, route, str(exc), event_id=exc.event_id))
@@ -254,8 +258,22 @@ class Consumer:
             return None
         return _Item(delivery, route, event)
 
-    def _fetch(self, pointer: tuple[str, str]) -> str:
+    def _fetch(self, pointer: tuple[str, str], prefix: str) -> str:
+        """The payload a pointer names, read only from the configured bucket and the
+        owner's prefix: a message must not make the consumer read, with its credentials,
+        whatever object it names."""
         bucket, key = pointer
+        if self._payload_bucket is None:
+            raise InvalidEventError(
+                "an offloaded payload, but this consumer reads none: no payload bucket is "
+                "configured (REPLICATION_PAYLOAD_BUCKET)"
+            )
+        if bucket != self._payload_bucket or not key.startswith(prefix):
+            # Not read, and the reason says nothing of whether such an object exists.
+            raise InvalidEventError(
+                f"an offloaded payload outside s3://{self._payload_bucket}/{prefix}: not read "
+                "(a consumer reads its owner's payloads only)"
+            )
         if self._s3_client is None:
             raise InvalidEventError(
                 f"payload offloaded to s3://{bucket}/{key}, but this consumer has no S3 access "
@@ -263,7 +281,12 @@ class Consumer:
             )
         try:
             response = self._s3_client().get_object(Bucket=bucket, Key=key)
-            data: bytes = response["Body"].read()
+            size = int(response.get("ContentLength") or 0)
+            data: bytes = (
+                b""
+                if size > self._payload_max_bytes
+                else response["Body"].read(self._payload_max_bytes + 1)
+            )
         except Exception as exc:
             code = getattr(exc, "response", {}).get("Error", {}).get("Code")
             if code in ("NoSuchKey", "NoSuchBucket", "404"):
@@ -271,6 +294,11 @@ class Consumer:
                     f"offloaded payload s3://{bucket}/{key} does not exist ({code})"
                 ) from None
             raise _FetchError(f"cannot read offloaded payload s3://{bucket}/{key}: {exc}") from exc
+        if size > self._payload_max_bytes or len(data) > self._payload_max_bytes:
+            raise InvalidEventError(
+                f"offloaded payload s3://{bucket}/{key} is over the {self._payload_max_bytes} "
+                "bytes this consumer reads (REPLICATION_PAYLOAD_MAX_BYTES)"
+            )
         try:
             return data.decode()
         except UnicodeDecodeError:

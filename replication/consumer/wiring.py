@@ -31,6 +31,7 @@ from replication.consumer.dead_letters import SqsDeadLetters
 from replication.errors import ConfigurationError
 from replication.manifest import Manifest
 from replication.mirror.statements import MirrorStatements
+from replication.payloads import PAYLOAD_MAX_BYTES
 from replication.topology.naming import DEFAULT_PREFIX
 
 if TYPE_CHECKING:
@@ -51,12 +52,19 @@ class ConsumerSettings:
     """PostgreSQL COPY for large batches; turn off behind RDS Proxy (temporary tables pin)."""
     log_level: str = "INFO"
     metrics: bool = True
+    payload_bucket: str | None = None
+    """Where offloaded payloads are read from (only there, under each owner's prefix)."""
+    payload_max_bytes: int = PAYLOAD_MAX_BYTES
 
     @classmethod
     def from_environment(cls) -> ConsumerSettings:
-        """From ``REPLICATION_PREFIX``, ``_STATEMENTS``, ``_APPLY_BULK``, ``_LOG_LEVEL``."""
+        """From ``REPLICATION_PREFIX``, ``_STATEMENTS``, ``_APPLY_BULK``, ``_LOG_LEVEL``,
+        ``_PAYLOAD_BUCKET`` and ``_PAYLOAD_MAX_BYTES``."""
         statements = os.environ.get("REPLICATION_STATEMENTS")
+        maximum = os.environ.get("REPLICATION_PAYLOAD_MAX_BYTES")
         return cls(
+            payload_bucket=os.environ.get("REPLICATION_PAYLOAD_BUCKET") or None,
+            payload_max_bytes=int(maximum) if maximum else PAYLOAD_MAX_BYTES,
             prefix=os.environ.get("REPLICATION_PREFIX", DEFAULT_PREFIX),
             statements=Path(statements) if statements else None,
             bulk=os.environ.get("REPLICATION_APPLY_BULK", "true").lower() in _TRUE,
@@ -214,6 +222,8 @@ def build_consumer(
         prefix=settings.prefix,
         s3_client=clients.s3,
         bulk=settings.bulk,
+        payload_bucket=settings.payload_bucket,
+        payload_max_bytes=settings.payload_max_bytes,
     )
 
 

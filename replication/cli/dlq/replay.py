@@ -144,7 +144,11 @@ def _dry_run(context: Context) -> int:
     consumer = build_consumer(
         context.manifests[service],
         ConsumerSettings(
-            prefix=prefix_of(args), statements=defaults.statements, bulk=defaults.bulk
+            prefix=prefix_of(args),
+            statements=defaults.statements,
+            bulk=defaults.bulk,
+            payload_bucket=defaults.payload_bucket,
+            payload_max_bytes=defaults.payload_max_bytes,
         ),
         spec=spec,
     )
