@@ -6,7 +6,7 @@ its source queue, or written to an export file); see :mod:`replication.dlq.move`
 
 from __future__ import annotations
 
-from replication.dlq.archive import ArchivedMessage, read_archive
+from replication.dlq.archive import ArchivedMessage, ArchiveWriteError, ExportFile, read_archive
 from replication.dlq.inspect import Inspector, Target, summarise, targets
 from replication.dlq.messages import DeadLetter, Described, Selection, describe
 from replication.dlq.move import MoveReport, RateLimit, move_messages
@@ -15,9 +15,11 @@ from replication.dlq.replay import Prediction, predict, replay_hand_over
 from replication.dlq.transfer import export_dlq, import_messages
 
 __all__ = [
+    "ArchiveWriteError",
     "ArchivedMessage",
     "DeadLetter",
     "Described",
+    "ExportFile",
     "Inspector",
     "MoveReport",
     "Prediction",

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 __all__ = ["ExportReport", "ImportReport", "export_dlq", "import_messages"]
 
-import contextlib
 import hashlib
-import os
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TextIO
 
-from replication.dlq.archive import ArchivedMessage, to_line
+from replication.dlq.archive import ArchivedMessage, ArchiveWriteError, ExportFile, to_line
 from replication.dlq.inspect import Inspector, Target
 from replication.dlq.messages import DeadLetter, Described, Selection
 from replication.dlq.move import MoveReport, move_messages
@@ -24,22 +21,19 @@ class ExportReport:
     """What an export wrote."""
 
     written: int = 0
+    """Lines confirmed on disk."""
     removed: int = 0
     complete: bool = True
     """False when a FIFO DLQ hid messages behind their group's head (export --remove sees all)."""
     move: MoveReport | None = None
-
-
-def _flush(out: TextIO) -> None:
-    out.flush()
-    with contextlib.suppress(OSError, ValueError):  # not a real file (a pipe, a buffer)
-        os.fsync(out.fileno())
+    failure: ArchiveWriteError | None = None
+    """The write that stopped the export: no message after the confirmed lines was removed."""
 
 
 def export_dlq(
     inspector: Inspector,
     target: Target,
-    out: TextIO,
+    out: ExportFile,
     *,
     selection: Selection,
     remove: bool = False,
@@ -49,27 +43,36 @@ def export_dlq(
     """Write the selected messages of ``target``'s DLQ to ``out``, one JSON line each.
 
     With ``remove``, each message is deleted from the DLQ once its line is on
-    disk (flushed and fsynced), so a kill loses nothing: it is in the file, the
-    DLQ, or both.
+    disk (written and fsynced), so a kill loses nothing: it is in the file, the
+    DLQ, or both. A failed write or fsync stops the export at once, and every
+    message whose line was not confirmed stays in the DLQ (``failure`` says why).
     """
     report = ExportReport()
     if not remove:
         scan, described = inspector.read(target)
-        for item in described:
-            if selection.matches(item):
-                out.write(to_line(item))
-                report.written += 1
+        chosen = [item for item in described if selection.matches(item)]
+        try:
+            for item in chosen:
+                out.append([to_line(item)])
                 progress(1)
-        _flush(out)
+            out.confirm()
+        except ArchiveWriteError as exc:
+            report.failure = exc
+            return report
+        report.written = len(chosen)
         report.complete = scan.complete
         return report
 
     kept: dict[str, Described] = {}
 
     def write(letters: Sequence[DeadLetter]) -> dict[str, str]:
-        for letter in letters:
-            out.write(to_line(kept.pop(letter.message_id)))
-        _flush(out)
+        try:
+            out.write([to_line(kept.pop(letter.message_id)) for letter in letters])
+        except ArchiveWriteError as exc:
+            # Reported as failed, the messages are not deleted; stop ends the move
+            # after this batch and makes them visible in the DLQ again.
+            report.failure = exc
+            return {letter.message_id: f"not written to {out.path}" for letter in letters}
         report.written += len(letters)
         return {}
 
@@ -81,6 +84,7 @@ def export_dlq(
         fifo=target.fifo,
         visibility=visibility,
         progress=progress,
+        stop=lambda: report.failure is not None,
     )
     report.removed = len(report.move.moved) - len(report.move.not_deleted)
     return report

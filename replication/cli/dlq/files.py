@@ -5,53 +5,106 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from replication.cli.commands import EXIT_INVALID, EXIT_OK, EXIT_USAGE
 from replication.cli.dlq.context import EXIT_INCOMPLETE, Context, progress
 from replication.errors import ConfigurationError
 
+if TYPE_CHECKING:  # for annotations only: each command imports the library when it runs
+    from replication.dlq.archive import ArchiveWriteError, ExportFile
 
-def _open_new(path: Path, overwrite: bool) -> Any:
-    if path.exists() and not overwrite:
-        raise ConfigurationError(f"{path} exists; choose another file or pass --overwrite")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.open("w", encoding="utf-8")
+
+def _create(path: Path, *, overwrite: bool) -> ExportFile:
+    """A new private export file, or a ConfigurationError saying why not."""
+    from replication.dlq.archive import ExportFile, describe_os_error
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot create {path.parent}: {describe_os_error(exc)}") from None
+    try:
+        return ExportFile.create(path, overwrite=overwrite)
+    except FileExistsError:
+        raise ConfigurationError(
+            f"{path} exists; choose another file or pass --overwrite"
+        ) from None
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot create {path} as a private file (mode 0600): {describe_os_error(exc)}"
+        ) from None
 
 
 def _export(context: Context, path: Path, *, remove: bool, overwrite: bool) -> int:
+    from replication.dlq.archive import ArchiveWriteError
     from replication.dlq.transfer import export_dlq
 
     selection = context.selection()
     inspector = context.inspector(context.args.service)
     written = removed = 0
     incomplete = False
-    with _open_new(path, overwrite) as out:
-        for target in context.targets:
-            depth = context.queues.depth(target.dlq)
-            with progress(depth.visible, target.dlq) as advance:
-                report = export_dlq(
-                    inspector,
-                    target,
-                    out,
-                    selection=selection,
-                    remove=remove,
-                    progress=advance,
-                )
-            written += report.written
-            removed += report.removed
-            line = f"{target.dlq}: exported {report.written}"
-            if remove:
-                line += f", removed {report.removed} from the DLQ"
-                if report.move and report.move.not_deleted:
-                    incomplete = True
-                    line += f" ({len(report.move.not_deleted)} written but still in the DLQ)"
-            if not report.complete:
-                line += " (FIFO: only the first messages of each group; --remove takes all)"
-            print(line)
+    failure: ArchiveWriteError | None = None
+    out = _create(path, overwrite=overwrite)
+    try:
+        with out:
+            for target in context.targets:
+                depth = context.queues.depth(target.dlq)
+                with progress(depth.visible, target.dlq) as advance:
+                    report = export_dlq(
+                        inspector,
+                        target,
+                        out,
+                        selection=selection,
+                        remove=remove,
+                        progress=advance,
+                    )
+                written += report.written
+                removed += report.removed
+                line = f"{target.dlq}: exported {report.written}"
+                if remove:
+                    line += f", removed {report.removed} from the DLQ"
+                    if report.move and report.move.not_deleted:
+                        incomplete = True
+                        line += f" ({len(report.move.not_deleted)} written but still in the DLQ)"
+                if not report.complete:
+                    line += " (FIFO: only the first messages of each group; --remove takes all)"
+                if report.failure:
+                    line += " (stopped: the file could not be written)"
+                print(line)
+                if report.failure:
+                    failure = report.failure
+                    break
+    except ArchiveWriteError as exc:  # closing the file reported lost data
+        failure = exc
     print(f"wrote {written} message(s) to {path}" + (f", removed {removed}" if remove else ""))
+    if out.unsynced:
+        context.notes.append(
+            f"{path} cannot be synced to disk (fsync: {out.unsynced}), so durability could "
+            "not be confirmed: the lines were written"
+            + (", and each message removed from its DLQ once written" if remove else "")
+        )
+    if failure is not None:
+        _report_failure(failure, removed)
     context.finish([inspector])
+    if failure is not None:
+        # Done in part when messages already left their DLQ: the file is then the only copy.
+        return EXIT_INCOMPLETE if removed else EXIT_INVALID
     return EXIT_INCOMPLETE if incomplete else EXIT_OK
+
+
+def _report_failure(failure: ArchiveWriteError, removed: int) -> None:
+    print(f"error: {failure}", file=sys.stderr)
+    print(
+        "error: the export stopped there; every message whose line was not confirmed on disk "
+        "is still in its DLQ",
+        file=sys.stderr,
+    )
+    if removed:
+        print(
+            f"error: the {removed} message(s) already removed are only in {failure.path}: keep "
+            "it, and export the rest to another file",
+            file=sys.stderr,
+        )
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -62,7 +115,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     import boto3
 
-    from replication.dlq.archive import read_archive
+    from replication.dlq.archive import ArchiveWriteError, read_archive
     from replication.dlq.queues import Queues
     from replication.dlq.transfer import import_messages
 
@@ -75,10 +128,15 @@ def cmd_import(args: argparse.Namespace) -> int:
     if report.failed:
         failed_path = path.with_name(path.name + ".failed.jsonl")
         by_line = {m.line: m for m in messages}
-        with failed_path.open("w", encoding="utf-8") as out:
-            for line in sorted(report.failed):
-                out.write(by_line[line].raw + "\n")
-                print(f"    line {line}: {report.failed[line]}", file=sys.stderr)
+        for line in sorted(report.failed):
+            print(f"    line {line}: {report.failed[line]}", file=sys.stderr)
+        try:
+            with _create(failed_path, overwrite=True) as out:
+                out.write(by_line[line].raw + "\n" for line in sorted(report.failed))
+        except ArchiveWriteError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            print(f"{len(report.failed)} not sent; their line numbers in {path} are above")
+            return EXIT_INCOMPLETE
         print(f"{len(report.failed)} not sent; their lines are in {failed_path}")
         return EXIT_INCOMPLETE
     return EXIT_OK
