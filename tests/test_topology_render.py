@@ -167,6 +167,23 @@ def test_services_in_several_accounts_get_one_template_each(tmp_path: Path) -> N
 SCANNER = ROOT / ".venv-scan" / "bin" / "checkov"
 
 
+def checkov(target: Path, home: Path) -> dict[str, Any]:
+    """The security scanner's JSON report on a template file."""
+    scan = subprocess.run(
+        [
+            *(str(SCANNER), "-f", str(target), "--framework", "cloudformation"),
+            *("--compact", "--output", "json"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "BC_SKIP_MAPPING": "TRUE", "HOME": str(home)},
+        timeout=300,
+    )
+    report: dict[str, Any] = json.loads(scan.stdout)
+    return report
+
+
 def test_the_security_scanner_reports_no_failed_check(tmp_path: Path) -> None:
     if not SCANNER.exists():
         from tests.databases import unavailable
@@ -176,21 +193,9 @@ def test_the_security_scanner_reports_no_failed_check(tmp_path: Path) -> None:
     target = tmp_path / "replication.json"
     target.write_text(json.dumps(templates["default"]))
 
-    scan = subprocess.run(
-        [
-            *(str(SCANNER), "-f", str(target), "--framework", "cloudformation"),
-            *("--compact", "--output", "json"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={"PATH": "/usr/bin:/bin", "BC_SKIP_MAPPING": "TRUE", "HOME": str(tmp_path)},
-        timeout=300,
-    )
-
-    report = json.loads(scan.stdout)
+    report = checkov(target, tmp_path)
     summary = report["summary"]
-    assert summary["failed"] == 0, scan.stdout
+    assert summary["failed"] == 0, report["results"]["failed_checks"]
     assert summary["passed"] >= 40
     skipped = {c["check_id"] for c in report["results"]["skipped_checks"]}
     assert skipped == {
@@ -330,18 +335,8 @@ def test_every_rendering_option_passes_cfn_lint_and_the_security_scanner(
     assert lint is not None
     linted = subprocess.run([lint, str(target)], capture_output=True, text=True, check=False)
     assert (linted.returncode, linted.stdout) == (0, "")
-    scan = subprocess.run(
-        [
-            *(str(SCANNER), "-f", str(target), "--framework", "cloudformation"),
-            *("--compact", "--output", "json"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={"PATH": "/usr/bin:/bin", "BC_SKIP_MAPPING": "TRUE", "HOME": str(tmp_path)},
-        timeout=300,
-    )
-    assert json.loads(scan.stdout)["summary"]["failed"] == 0, scan.stdout
+    report = checkov(target, tmp_path)
+    assert report["summary"]["failed"] == 0, report["results"]["failed_checks"]
     functions = resources(template, "AWS::Lambda::Function")
     assert {f["Runtime"] for f in functions.values()} == {settings.runtime}
     assert {tuple(f["Architectures"]) for f in functions.values()} == {(settings.architecture,)}
