@@ -232,8 +232,18 @@ def manifest_files(paths: list[Path]) -> list[Path]:
         found = []
         for folder, children, names in os.walk(path):
             if any(c.endswith(".dist-info") for c in children):
-                children[:] = []  # pip install --target, a Lambda package: not ours
-                continue
+                # pip install --target here (a Lambda package): the installed packages'
+                # folders are not ours, but this folder's own manifest is.
+                installed = {
+                    c.split("-", 1)[0].lower() for c in children if c.endswith(".dist-info")
+                }
+                children[:] = [
+                    c
+                    for c in children
+                    if c.lower() not in installed
+                    and not c.endswith((".dist-info", ".libs"))
+                    and c != "bin"
+                ]
             children[:] = [
                 c for c in children if not c.startswith(".") and c not in _SKIPPED_FOLDERS
             ]

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import yaml
 
+from replication.consumer.wiring import STATEMENTS_FILE
 from replication.errors import ConfigurationError
 from replication.manifest import Manifest
 
@@ -147,7 +148,7 @@ def _module_files(module_name: str) -> tuple[Path, bool]:
     return path, False
 
 
-def _service_folder(folder: Path, manifest: Manifest, statements: str | None) -> None:
+def _service_folder(folder: Path, manifest: Manifest, statements: str | None, dialect: str) -> None:
     """``<service>/``: the manifest pointing at this folder, the contracts, the statements."""
     document = yaml.safe_load(manifest.path.read_text(encoding="utf-8"))
     document["python_path"] = ["."]
@@ -160,25 +161,14 @@ def _service_folder(folder: Path, manifest: Manifest, statements: str | None) ->
         + yaml.safe_dump(document, sort_keys=False),
         encoding="utf-8",
     )
-    for name in manifest.contracts:
-        top = name.split(".", 1)[0]
+    for top in dict.fromkeys(name.split(".", 1)[0] for name in manifest.contracts):
         path, is_package = _module_files(top)
         if is_package:
             shutil.copytree(path, folder / path.name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(path, folder / path.name)
     if statements is not None:
-        (folder / f"mirror-statements.{manifest_dialect(statements)}.json").write_text(
-            statements, encoding="utf-8"
-        )
-
-
-def manifest_dialect(statements: str) -> str:
-    """The dialect a rendered statements document was made for."""
-    import json
-
-    mirrors = json.loads(statements)["mirrors"]
-    return str(mirrors[0]["dialect"]) if mirrors else "postgresql"
+        (folder / STATEMENTS_FILE.format(dialect=dialect)).write_text(statements, encoding="utf-8")
 
 
 def _zip(folder: Path, out: Path) -> tuple[int, int]:
@@ -217,7 +207,7 @@ def build_artifacts(manifest: Manifest, settings: PackageSettings, out: Path) ->
             statements = (
                 dump_statements(manifest, settings.dialect) if function == "apply" else None
             )
-            _service_folder(root / manifest.service, manifest, statements)
+            _service_folder(root / manifest.service, manifest, statements, settings.dialect)
             name = f"{manifest.service}-{function}-{settings.architecture}-py{settings.python}.zip"
             zipped, unzipped = _zip(root, out / name)
             artifact = Artifact(function, out / name, zipped, unzipped)

@@ -5,7 +5,7 @@ carries the extended client's pointer instead, with the reserved
 ``ExtendedPayloadSize`` attribute holding the original size in bytes::
 
     ["software.amazon.payloadoffloading.PayloadS3Pointer",
-     {"s3BucketName": "bucket", "s3Key": "events/<event id>.json"}]
+     {"s3BucketName": "bucket", "s3Key": "events/<owner>/<event id>.json"}]
 
 so other tools that speak that format read these messages too.
 """
@@ -85,10 +85,11 @@ def is_pointer(body: str) -> bool:
 class PayloadStore:
     """Stores offloaded payloads in one S3 bucket (:func:`resolve_payload` reads them)."""
 
-    def __init__(self, s3_client: Any, bucket: str, *, prefix: str = "events/") -> None:
+    def __init__(self, s3_client: Any, bucket: str, *, owner: str) -> None:
         self._s3 = s3_client
         self.bucket = bucket
-        self.prefix = prefix
+        # Consumers read only under the owner's prefix: every writer uses it.
+        self.prefix = owner_prefix(owner)
 
     def offload(self, name: str, payload: str) -> str:
         """Store ``payload`` under ``name`` and return the pointer message body."""

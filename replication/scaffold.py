@@ -12,6 +12,7 @@ from __future__ import annotations
 
 __all__ = ["Scaffold", "plan_migrations", "plan_service", "remove_scaffold", "write_scaffold"]
 
+import contextlib
 import keyword
 import re
 from dataclasses import dataclass, field
@@ -231,32 +232,42 @@ def plan_migrations(folder: Path, service: str) -> Scaffold:
     return scaffold
 
 
-def remove_scaffold(written: list[Path]) -> None:
-    """Take back files ``write_scaffold`` wrote (and the folders that became empty)."""
-    for path in reversed(written):
-        path.unlink(missing_ok=True)
-        for parent in path.parents:
-            try:
-                parent.rmdir()  # only when empty
-            except OSError:
-                break
+def remove_scaffold(created: list[Path]) -> None:
+    """Take back what ``write_scaffold`` created (files, then the folders it made)."""
+    for path in reversed(created):
+        if path.is_dir():
+            with contextlib.suppress(OSError):  # not empty: something else is in it
+                path.rmdir()
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _make_folder(folder: Path, created: list[Path]) -> None:
+    """``folder`` and its missing parents, each recorded in ``created`` as it is made."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    for path in reversed(missing):
+        path.mkdir()
+        created.append(path)
 
 
 def write_scaffold(folder: Path, scaffold: Scaffold) -> list[Path]:
-    """Write ``scaffold`` into ``folder``; refuses (writing nothing) when a file exists."""
+    """Write ``scaffold`` into ``folder``; refuses (writing nothing) when a file exists.
+
+    Returns every file and folder it created, in order, for :func:`remove_scaffold`.
+    """
     existing = [str(folder / p) for p in scaffold.files if (folder / p).exists()]
     if existing:
         raise ConfigurationError(
             f"not overwriting {', '.join(existing)}: replication init writes only new files "
             "(move them away, or init in another folder)"
         )
-    written = []
+    created: list[Path] = []
     for relative, text in scaffold.files.items():
         target = folder / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(target.parent, created)
         with target.open("x", encoding="utf-8") as out:  # "x": never replace a file
             out.write(text)
-        written.append(target)
+        created.append(target)
     for relative in scaffold.folders:
-        (folder / relative).mkdir(parents=True, exist_ok=True)
-    return written
+        _make_folder(folder / relative, created)
+    return created

@@ -159,3 +159,14 @@ def test_the_password_is_quoted_in_a_url_built_from_a_secret() -> None:
 
     assert url_of(spec) == "postgresql+psycopg2://a%40b:p%3A%2F%40%3F%23@db:5432/d"
     assert sa.make_url(url_of(spec)).password == "p:/@?#"
+
+
+def test_a_payload_cap_that_is_not_a_positive_number_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from replication.consumer.wiring import ConsumerSettings
+
+    for value in ("lots", "0", "-5"):
+        monkeypatch.setenv("REPLICATION_PAYLOAD_MAX_BYTES", value)
+        with pytest.raises(ConfigurationError, match="REPLICATION_PAYLOAD_MAX_BYTES must be"):
+            ConsumerSettings.from_environment()

@@ -354,3 +354,15 @@ def test_an_import_whose_failed_lines_cannot_be_written_says_so(
     assert code == 4, out + err
     assert f"{failed}: write failed: No space left on device (ENOSPC)" in err
     assert "line 1:" in err
+
+
+def test_an_export_file_is_never_written_through_a_symbolic_link(tmp_path: Path) -> None:
+    target = tmp_path / "someone-elses-file"
+    target.write_text("precious\n")
+    link = tmp_path / "export.jsonl"
+    link.symlink_to(target)
+
+    with pytest.raises(OSError, match="Too many levels of symbolic links"):
+        ExportFile.create(link, overwrite=True)
+
+    assert target.read_text() == "precious\n"

@@ -91,3 +91,15 @@ def test_migrations_only_adds_the_environment_beside_an_existing_manifest(
     assert (here / "alembic.ini").is_file()
     assert main(["init", "--service", "bare", "--migrations-only"]) == EXIT_INVALID
     assert "not overwriting migrations/env.py" in capsys.readouterr().err
+
+
+def test_an_environment_for_a_manifest_that_does_not_load_leaves_nothing_behind(
+    here: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (here / "replication.yaml").write_text(
+        "service: bare\ndatabase:\n  url_env: BARE_URL\n"
+        "mirrors:\n  - entity: nobody.thing\n    version: 1\n    table: t\n    fields: [id]\n"
+    )
+    assert main(["init", "--service", "bare", "--migrations-only"]) == EXIT_INVALID
+    assert "nothing written" in capsys.readouterr().err
+    assert files(here) == ["replication.yaml"]

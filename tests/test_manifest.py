@@ -745,10 +745,16 @@ def test_folders_packages_are_installed_into_are_not_searched(tmp_path: Path) ->
     from replication.manifest import manifest_files
 
     write(tmp_path / "svc", "service: x\n")
+    # pip install --target package (a Lambda package): its own manifest is read, the
+    # installed library's copies are not.
     (tmp_path / "package" / "replication-0.1.0.dist-info").mkdir(parents=True)
+    write(tmp_path / "package", "service: z\n")
     write(tmp_path / "package" / "replication" / "demo" / "lines" / "crm", "service: y\n")
 
-    assert manifest_files([tmp_path, tmp_path / "svc"]) == [tmp_path / "svc" / "replication.yaml"]
+    assert manifest_files([tmp_path, tmp_path / "svc"]) == [
+        tmp_path / "package" / "replication.yaml",
+        tmp_path / "svc" / "replication.yaml",
+    ]
 
 
 def test_yaml_aliases_are_refused_at_once(tmp_path: Path) -> None:

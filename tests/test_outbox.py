@@ -434,13 +434,13 @@ def test_a_payload_over_256_kib_goes_through_s3_and_resolves_to_the_identical_ev
         owner,
         SnsPublisher(moto.client("sns")),
         router(arn, entity="crm.customer"),
-        payloads=PayloadStore(s3, bucket),
+        payloads=PayloadStore(s3, bucket, owner="crm"),
     )
     stats = relay.drain()
 
     [message] = drain_queue(moto, queue)
     assert stats.offloaded == 1
-    assert parse_pointer(message["Body"]) == (bucket, f"events/{event.id}.json")
+    assert parse_pointer(message["Body"]) == (bucket, f"events/crm/{event.id}.json")
     size = message["MessageAttributes"][EXTENDED_SIZE_ATTRIBUTE]
     assert (size["DataType"], size["StringValue"]) == ("Number", str(len(row.payload.encode())))
     resolved = resolve_payload(message["Body"], s3)

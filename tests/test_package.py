@@ -78,3 +78,21 @@ def test_settings_outside_lambdas_runtimes_are_refused() -> None:
     done = run("--service", "nobody")
     assert done.returncode == 1
     assert "unknown service 'nobody'" in done.stderr
+
+
+def test_two_modules_of_one_package_are_packaged_once(tmp_path: Path) -> None:
+    text = (ROOT / "examples" / "orders" / "replication.yaml").read_text()
+    text = text.replace("contracts: [contracts]", "contracts: [contracts.crm, contracts.catalog]")
+    text = text.replace("python_path: [../..]", f"python_path: [{ROOT}]")
+    (tmp_path / "orders").mkdir()
+    (tmp_path / "orders" / "replication.yaml").write_text(text)
+    out = tmp_path / "out"
+
+    done = run("--service", "orders", "--manifests", str(tmp_path / "orders"), "--out", str(out))
+
+    assert done.returncode == 0, done.stderr
+    [artifact] = out.glob("*.zip")
+    with zipfile.ZipFile(artifact) as archive:
+        names = archive.namelist()
+    assert names.count("orders/contracts/crm.py") == 1
+    assert "orders/mirror-statements.postgresql.json" in names

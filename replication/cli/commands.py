@@ -18,7 +18,12 @@ from replication.contract_modules import (
 )
 from replication.contracts import registry
 from replication.errors import ConfigurationError
-from replication.manifest import Manifest, import_manifest_contracts, load_manifests
+from replication.manifest import (
+    Manifest,
+    import_manifest_contracts,
+    load_manifests,
+    manifest_files,
+)
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -50,7 +55,14 @@ def manifests_option(
 
 def import_contracts(paths: list[str]) -> None:
     """Register the contracts the manifests under ``paths`` name (or --contracts names)."""
-    import_manifest_contracts(existing_paths(paths))
+    found = existing_paths(paths)
+    if not manifest_files(found) and not overriding_modules():
+        # Nothing would register: a check would pass on nothing and a lock would be emptied.
+        raise ConfigurationError(
+            f"no replication.yaml found under {', '.join(paths)}: give --manifests, or the "
+            "contracts modules with --contracts"
+        )
+    import_manifest_contracts(found)
     for name in overriding_modules() or []:
         problem = import_module(name)
         if problem is not None:

@@ -19,6 +19,7 @@ from replication.cli.commands import (
 )
 from replication.compat import Change, ConsumerUse, Report, compare, lock_document, read_lock
 from replication.contracts import registry
+from replication.errors import ConfigurationError
 from replication.manifest import mirrored_as_written
 
 DEFAULT_LOCK = "contracts.lock.json"
@@ -149,6 +150,8 @@ def cmd_lock(args: argparse.Namespace) -> int:
     """Write the lock; refuse changes that break a consumer unless --force."""
     path = Path(args.lock)
     import_contracts(args.manifests)
+    if not len(registry):
+        raise ConfigurationError("no contract is registered: nothing to lock (the lock is kept)")
     if path.exists():
         report = _report(args)
         if report.breaking and not args.force:

@@ -100,7 +100,6 @@ def cmd_init(args: argparse.Namespace) -> int:
             python_path=args.python_path,
             url_env=args.database_url_env,
         )
-    folder.mkdir(parents=True, exist_ok=True)
     written = write_scaffold(folder, scaffold)
     try:
         manifest = load_manifest(folder / "replication.yaml")
@@ -112,7 +111,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         remove_scaffold(written)
         raise ConfigurationError(f"nothing written: {exc}") from None
     for path in written:
-        print(f"wrote {path}")
+        if path.is_file():
+            print(f"wrote {path}")
     owns = ", ".join(o.entity for o in manifest.owns) or "nothing"
     mirrors = ", ".join(f"{m.contract.label} -> {m.table}" for m in manifest.mirrors)
     print(f"service {manifest.service}: owns {owns}; mirrors {mirrors or 'nothing'}")

@@ -121,7 +121,11 @@ def _queue(pair: Any, args: argparse.Namespace) -> Any:
     queues = Queues(where.session.client("sqs"))
     queues.url(name)  # a missing queue is said now, before any row is read
     bucket = os.environ.get("REPLICATION_PAYLOAD_BUCKET")
-    payloads = PayloadStore(where.session.client("s3"), bucket) if bucket else None
+    payloads = (
+        PayloadStore(where.session.client("s3"), bucket, owner=pair.owner.service)
+        if bucket
+        else None
+    )
     return ConsumerQueue(queues, name, fifo=declaration.fifo, payloads=payloads)
 
 

@@ -8,7 +8,8 @@ Configured by environment variables (the rendered template sets them):
 - ``REPLICATION_PREFIX``: the environment prefix of queue and topic names;
 - ``<SERVICE>_DATABASE_SECRET_ARN`` (or the URL variable the manifest names),
   ``REPLICATION_DATABASE_IAM_AUTH``: see :mod:`replication.consumer.database`;
-- ``REPLICATION_STATEMENTS``, ``REPLICATION_APPLY_BULK``, ``REPLICATION_LOG_LEVEL``:
+- ``REPLICATION_STATEMENTS``, ``REPLICATION_APPLY_BULK``, ``REPLICATION_LOG_LEVEL``,
+  ``REPLICATION_PAYLOAD_BUCKET``, ``REPLICATION_PAYLOAD_MAX_BYTES``:
   see :class:`~replication.consumer.wiring.ConsumerSettings`.
 
 Importing this module imports neither boto3 nor SQLAlchemy and opens no

@@ -61,10 +61,9 @@ class ConsumerSettings:
         """From ``REPLICATION_PREFIX``, ``_STATEMENTS``, ``_APPLY_BULK``, ``_LOG_LEVEL``,
         ``_PAYLOAD_BUCKET`` and ``_PAYLOAD_MAX_BYTES``."""
         statements = os.environ.get("REPLICATION_STATEMENTS")
-        maximum = os.environ.get("REPLICATION_PAYLOAD_MAX_BYTES")
         return cls(
             payload_bucket=os.environ.get("REPLICATION_PAYLOAD_BUCKET") or None,
-            payload_max_bytes=int(maximum) if maximum else PAYLOAD_MAX_BYTES,
+            payload_max_bytes=_positive("REPLICATION_PAYLOAD_MAX_BYTES", PAYLOAD_MAX_BYTES),
             prefix=os.environ.get("REPLICATION_PREFIX", DEFAULT_PREFIX),
             statements=Path(statements) if statements else None,
             bulk=os.environ.get("REPLICATION_APPLY_BULK", "true").lower() in _TRUE,
@@ -72,6 +71,20 @@ class ConsumerSettings:
             or os.environ.get("POWERTOOLS_LOG_LEVEL")
             or "INFO",
         )
+
+
+def _positive(name: str, default: int) -> int:
+    """A positive whole number from the environment variable ``name``."""
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ConfigurationError(f"{name} must be a positive whole number of bytes, not {text!r}")
+    return value
 
 
 class LazyClients:

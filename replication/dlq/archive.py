@@ -244,7 +244,9 @@ class ExportFile:
     @classmethod
     def create(cls, path: Path, *, overwrite: bool = False) -> ExportFile:
         """A new private (0600) file; FileExistsError when it exists and not ``overwrite``."""
-        flags = os.O_WRONLY | os.O_CREAT | (0 if overwrite else os.O_EXCL)
+        # Never through a symbolic link: one planted in a shared folder would have its
+        # target truncated and filled with message bodies.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (0 if overwrite else os.O_EXCL)
         fd = os.open(path, flags, PRIVATE)
         try:
             status = os.fstat(fd)

@@ -34,6 +34,7 @@ from replication.errors import ConfigurationError
 from replication.outbox.relay import Relay, RelayStats
 
 NAMESPACE = "Replication"
+_LISTEN_RECHECK_SECONDS = 5.0
 MODES = ("follow", "drain")
 _relay: Relay | None = None
 _service = ""
@@ -78,6 +79,10 @@ def _follow(relay: Relay, stats: RelayStats, left_ms: Any, margin_ms: int) -> No
         while left_ms() > margin_ms:
             if waiter.broken:
                 waiter = _Waiter.open(relay, poll)
+            # A NOTIFY wakes a listener at once: it looks again only every few seconds
+            # (for rows whose retry time has come), where polling looks every 0.2 s.
+            interval = _LISTEN_RECHECK_SECONDS if waiter.listening else poll
+            waiter.poll_interval = max(0.05, min(interval, (left_ms() - margin_ms) / 1000))
             waiter.wait(stop)
             stats.add(relay.drain(should_stop=lambda: left_ms() <= margin_ms))
     finally:

@@ -55,7 +55,7 @@ def build_relay(manifest: Manifest, settings: RelaySettings, *, url: str | None 
 
     from replication.awsenv import locate
     from replication.consumer.database import url_for
-    from replication.payloads import PayloadStore, owner_prefix
+    from replication.payloads import PayloadStore
 
     if not manifest.owns:
         raise ConfigurationError(f"service {manifest.service} owns no entity: nothing to relay")
@@ -70,9 +70,7 @@ def build_relay(manifest: Manifest, settings: RelaySettings, *, url: str | None 
     payloads = None
     if settings.payload_bucket:
         payloads = PayloadStore(
-            where.session.client("s3"),
-            settings.payload_bucket,
-            prefix=owner_prefix(manifest.service),
+            where.session.client("s3"), settings.payload_bucket, owner=manifest.service
         )
     engine = sa.create_engine(sqlalchemy_url(url or url_for(manifest)), pool_pre_ping=True)
     return Relay(

@@ -207,8 +207,10 @@ def relay_resources(
             "Dimensions": [{"Name": "service", "Value": manifest.service}],
         },
         settings.outbox_age_alarm_seconds,
-        # No data means no relay ran (or reported) at all: that breaches too.
+        # No data means no relay ran (or reported) at all: that breaches too, but over
+        # three minutes, two of them breaching, so one late report is not an incident.
         missing="breaching",
+        periods=3,
     )
     resources[f"{service}RelaySchedule"] = {
         "Type": "AWS::Events::Rule",
@@ -359,7 +361,12 @@ def _queue_metric(queue_logical: str, metric: str) -> dict[str, Any]:
 
 
 def alarm(
-    what: str, metric: dict[str, Any], threshold: int, *, missing: str = "notBreaching"
+    what: str,
+    metric: dict[str, Any],
+    threshold: int,
+    *,
+    missing: str = "notBreaching",
+    periods: int = 1,
 ) -> dict[str, Any]:
     """An alarm on ``metric`` above ``threshold``, notifying ``AlarmTopicArn`` when given."""
     return {
@@ -369,7 +376,8 @@ def alarm(
             **metric,
             "Statistic": "Maximum",
             "Period": 60,
-            "EvaluationPeriods": 1,
+            "EvaluationPeriods": periods,
+            "DatapointsToAlarm": max(1, periods - 1),
             "Threshold": threshold,
             "ComparisonOperator": "GreaterThanThreshold",
             "TreatMissingData": missing,
