@@ -202,12 +202,11 @@ def mirrored_as_written(paths: list[Path]) -> list[tuple[str, str, int, tuple[st
     found = []
     issues: list[ManifestIssue] = []
     for file in manifest_files(paths):
-        try:
-            data = yaml.safe_load(file.read_text(encoding="utf-8"))
-            document = _Document.model_validate(data)
-        except (OSError, UnicodeDecodeError, yaml.YAMLError, ValidationError) as exc:
-            issues.append(ManifestIssue(str(file), "", None, f"cannot read: {exc}"))
+        shape = _shape(file)
+        if isinstance(shape, list):
+            issues.extend(shape)
             continue
+        _, document = shape
         for mirrored in document.mirrors:
             found.append(
                 (document.service, mirrored.entity, mirrored.version, tuple(mirrored.fields))
@@ -215,6 +214,21 @@ def mirrored_as_written(paths: list[Path]) -> list[tuple[str, str, int, tuple[st
     if issues:
         raise ManifestError(issues)
     return found
+
+
+def _shape(file: Path) -> tuple[dict[tuple[Any, ...], int], _Document] | list[ManifestIssue]:
+    """A manifest read for shape only: its lines and document, or why it cannot be read.
+
+    The line index comes first: it refuses YAML aliases before anything expands them.
+    """
+    try:
+        text = file.read_text(encoding="utf-8")
+        lines, problems = _line_index(str(file), text)
+        if problems:
+            return problems
+        return lines, _Document.model_validate(yaml.safe_load(text))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValidationError) as exc:
+        return [ManifestIssue(str(file), "", None, f"cannot read: {exc}")]
 
 
 def manifest_files(paths: list[Path]) -> list[Path]:
@@ -264,16 +278,11 @@ def import_manifest_contracts(paths: list[Path]) -> None:
     """
     issues: list[ManifestIssue] = []
     for file in manifest_files(paths):
-        try:
-            text = file.read_text(encoding="utf-8")
-            lines, problems = _line_index(str(file), text)
-            if problems:
-                issues.extend(problems)
-                continue
-            document = _Document.model_validate(yaml.safe_load(text))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError, ValidationError) as exc:
-            issues.append(ManifestIssue(str(file), "", None, f"cannot read: {exc}"))
+        shape = _shape(file)
+        if isinstance(shape, list):
+            issues.extend(shape)
             continue
+        lines, document = shape
         issues.extend(_import_contracts(str(file), file, lines, document))
     if issues:
         raise ManifestError(issues)

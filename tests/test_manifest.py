@@ -781,3 +781,18 @@ def test_a_tag_safe_loading_refuses_is_an_issue_with_its_line(tmp_path: Path) ->
 
     assert issue.line == 4
     assert "could not determine a constructor" in issue.problem
+
+
+def test_the_gate_reading_manifests_as_written_refuses_aliases_at_once(tmp_path: Path) -> None:
+    import time
+
+    from replication.manifest import mirrored_as_written
+
+    lines = ["service: x", "database:", "  url_env: X_URL", "a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    write(tmp_path, "\n".join(lines) + "\n")
+
+    started = time.monotonic()
+    with pytest.raises(ManifestError, match="anchors and aliases are not allowed"):
+        mirrored_as_written([tmp_path])
+    assert time.monotonic() - started < 2
