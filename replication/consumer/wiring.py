@@ -20,7 +20,6 @@ __all__ = [
 
 import json
 import os
-import shlex
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -194,6 +193,8 @@ def _statements_origin(manifest: Manifest, path: Path | None) -> str:
 
 def _render_hint(manifest: Manifest, dialect: str, target: Path, path: Path | None) -> str:
     """The command that renders ``manifest``'s statements file, and how to point at it."""
+    import shlex  # only for this message, never on the handler's cold start
+
     name = STATEMENTS_FILE.format(dialect=dialect)
     # ``mirrors render`` writes <out>/<service>/<name>: keep <out> where ``target`` is.
     out = target.parent.parent if target.name == name else Path("build")
