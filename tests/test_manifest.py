@@ -757,12 +757,17 @@ def test_folders_packages_are_installed_into_are_not_searched(tmp_path: Path) ->
     ]
 
 
+ALIAS_BOMB = "\n".join(
+    ["service: x", "database:", "  url_env: X_URL", "a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+)
+"""Under 500 bytes that expand to 9**10 items: nine levels of nested aliases."""
+
+
 def test_yaml_aliases_are_refused_at_once(tmp_path: Path) -> None:
     import time
 
-    lines = ["service: x", "database:", "  url_env: X_URL", "a0: &a0 [x, x, x, x, x, x, x, x, x]"]
-    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
-    path = write(tmp_path, "\n".join(lines) + "\n")
+    path = write(tmp_path, ALIAS_BOMB)
 
     started = time.monotonic()
     [issue] = issues_of(path, ContractRegistry())
@@ -788,9 +793,7 @@ def test_the_gate_reading_manifests_as_written_refuses_aliases_at_once(tmp_path:
 
     from replication.manifest import mirrored_as_written
 
-    lines = ["service: x", "database:", "  url_env: X_URL", "a0: &a0 [x, x, x, x, x, x, x, x, x]"]
-    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
-    write(tmp_path, "\n".join(lines) + "\n")
+    write(tmp_path, ALIAS_BOMB)
 
     started = time.monotonic()
     with pytest.raises(ManifestError, match="anchors and aliases are not allowed"):

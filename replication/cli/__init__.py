@@ -17,6 +17,7 @@ from replication.cli import commands, dlq, gate, init, package, sync
 from replication.cli.commands import EXIT_INVALID, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 from replication.contract_modules import CONTRACTS_ENV
 from replication.errors import ConfigurationError, UnreachableError
+from replication.package import ARCHITECTURES, PYTHON_VERSIONS
 
 __all__ = [
     "EXIT_INVALID",
@@ -149,13 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     render_cfn.add_argument("--batch-size", type=int, default=10, help="SQS batch size (10)")
     render_cfn.add_argument(
         "--python",
-        choices=["3.11", "3.12", "3.13"],
+        choices=list(PYTHON_VERSIONS),
         default="3.12",
         help="the functions' Lambda runtime (as replication package --python built them)",
     )
     render_cfn.add_argument(
         "--arch",
-        choices=["x86_64", "arm64"],
+        choices=list(ARCHITECTURES),
         default="x86_64",
         help="the functions' architecture (as replication package --arch built them)",
     )
