@@ -141,6 +141,8 @@ def _environment(statements: Path) -> dict[str, str]:
             "REPLICATION_PREFIX": "dev",
             "REPLICATION_STATEMENTS": str(statements),
             "ORDERS_DATABASE_URL": _url(),
+            # A Lambda function verifies TLS by default; the local server has none.
+            "REPLICATION_DATABASE_TLS": "off",
             "DLQ_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/dev-orders--crm-customer-v1-dlq",
             # Enough for boto3 to create a client; any call would fail fast, locally.
             "AWS_REGION": "us-east-1",

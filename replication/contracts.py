@@ -43,9 +43,10 @@ from replication.fields import (
     field_spec,
     unportable_reason,
 )
+from replication.masking import Mask, masked_items, model_mask
 
-ENTITY_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}\.[a-z][a-z0-9_]{0,30}$")
-FIELD_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,58}$")
+ENTITY_RE = re.compile(r"[a-z][a-z0-9_]{0,30}\.[a-z][a-z0-9_]{0,30}")
+FIELD_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,58}")
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,11 @@ class ContractInfo:
     def pii_fields(self) -> frozenset[str]:
         """Names of the fields marked :data:`Pii`."""
         return frozenset(name for name, spec in self.fields.items() if spec.pii)
+
+    @property
+    def mask(self) -> Mask:
+        """What output hides of this contract's data: pii at any depth, undeclared fields."""
+        return model_mask(self.model)
 
     def reader(self, fields: Iterable[str]) -> type[Contract]:
         """The model a consumer validates events with: only ``fields`` (and the key).
@@ -143,11 +149,8 @@ class Contract(BaseModel):
         return value
 
     def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
-        # pii never reaches logs through a repr or an f-string.
-        info = getattr(type(self), "__contract__", None)
-        hidden = info.pii_fields if info is not None else frozenset()
-        for name, value in super().__repr_args__():
-            yield name, (PII_MASK if name in hidden and value is not None else value)
+        # pii never reaches logs through a repr or an f-string, nested models included.
+        return masked_items(super().__repr_args__(), type(self), PII_MASK)
 
     def key_values(self) -> tuple[Any, ...]:
         """The values of the key fields, in key order."""
@@ -192,7 +195,7 @@ def _reader_model(info: ContractInfo, names: tuple[str, ...]) -> type[Contract]:
 
 def _build_info(cls: type[Contract], entity: Any, version: Any, key: Any) -> ContractInfo:
     name = cls.__qualname__
-    if not isinstance(entity, str) or not ENTITY_RE.match(entity):
+    if not isinstance(entity, str) or not ENTITY_RE.fullmatch(entity):
         raise ContractDefinitionError(
             f"{name}: entity must look like '<owner>.<entity>' in lower case "
             f"(letters, digits, underscores), got {entity!r}"
@@ -210,7 +213,7 @@ def _build_info(cls: type[Contract], entity: Any, version: Any, key: Any) -> Con
         raise ContractDefinitionError(f"{name}: key names a field twice: {keys!r}")
     fields: dict[str, FieldSpec] = {}
     for field_name, info in cls.model_fields.items():
-        if not FIELD_NAME_RE.match(field_name):
+        if not FIELD_NAME_RE.fullmatch(field_name):
             raise ContractDefinitionError(
                 f"{name}.{field_name}: field names must be lower case letters, digits and "
                 "underscores, start with a letter and be at most 59 characters "
@@ -231,7 +234,9 @@ def _build_info(cls: type[Contract], entity: Any, version: Any, key: Any) -> Con
             raise ContractDefinitionError(f"{name}.{k}: a key field cannot be optional")
         if spec.pii:
             raise ContractDefinitionError(
-                f"{name}.{k}: a key field cannot be pii: keys appear in event subjects and logs"
+                f"{name}.{k}: a key field cannot be pii: keys appear in event subjects and logs, "
+                "and on-call finds a record by its key; key the entity by an id that is not "
+                "personal data and keep the personal value in a non-key field marked Pii"
             )
     return ContractInfo(entity=entity, version=version, key=keys, fields=fields, model=cls)
 

@@ -10,14 +10,26 @@ for ``postgresql://`` and mysqlclient for ``mysql://``).
 ``sqlalchemy.create_engine``. It imports SQLAlchemy, so it runs on import of
 :mod:`replication.outbox`, never on import of this module: the apply
 function's hot path reads URLs here without SQLAlchemy.
+
+:func:`engine_url` is the URL every engine of the project opens: the driver
+named, and TLS as ``REPLICATION_DATABASE_TLS`` asks (:mod:`replication.dbtls`).
 """
 
 from __future__ import annotations
 
-__all__ = ["dialect_of", "driver_of", "register_drivers", "sqlalchemy_url", "with_search_path"]
+__all__ = [
+    "dialect_of",
+    "driver_of",
+    "engine_url",
+    "register_drivers",
+    "sqlalchemy_url",
+    "with_search_path",
+]
 
 import importlib.util
 from typing import Any
+
+from replication.dbtls import database_tls, with_tls
 
 _POSTGRESQL_INSTALLED = "postgresql+<installed>"  # psycopg2, else psycopg 3 if only it is there
 _SCHEMES: dict[str, tuple[str, str | None]] = {
@@ -99,6 +111,19 @@ def sqlalchemy_url(url: str) -> str:
     if explicit.endswith("pymysql") and "charset=" not in rest:
         result += ("&" if "?" in rest else "?") + "charset=utf8mb4"
     return result
+
+
+def engine_url(url: str) -> str:
+    """``url`` as the project's own engines open it: the driver named, TLS as configured.
+
+    TLS follows ``REPLICATION_DATABASE_TLS`` (:func:`replication.dbtls.database_tls`);
+    a URL's own TLS parameters win.
+    """
+    explicit = sqlalchemy_url(url)
+    dialect = dialect_of(url)
+    if dialect is None or dialect == "sqlite":
+        return explicit
+    return with_tls(explicit, dialect, database_tls())
 
 
 def with_search_path(url: str, schema: str) -> str:

@@ -53,9 +53,11 @@ from replication.contracts import ContractInfo, ContractRegistry, registry
 from replication.conversions import conversions
 from replication.errors import ConfigurationError, ManifestError, ManifestIssue
 
-IDENTIFIER_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-SERVICE_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
-ENV_NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,127}$")
+IDENTIFIER_RE = re.compile(r"[a-z][a-z0-9_]{0,62}")
+SERVICE_RE = re.compile(r"[a-z][a-z0-9_]{0,30}")
+ENV_NAME_RE = re.compile(r"[A-Z][A-Z0-9_]{0,127}")
+ROLE_ARN_RE = r"^arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$"
+"""An IAM role's ARN (with its path, if any); no wildcards: each operator is named."""
 MODULE_RE = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 MANIFEST_NAME = "replication.yaml"
 # Never searched for manifests: tools' and installers' folders (a virtualenv holds the
@@ -110,6 +112,11 @@ class _Document(_Strict):
     database: _Database
     owns: list[OwnedEntity] = Field(default_factory=list)
     mirrors: list[_Mirrored] = Field(default_factory=list)
+    operator_roles: list[Annotated[str, Field(pattern=ROLE_ARN_RE)]] = Field(
+        default_factory=list,
+        description="IAM roles that may send to the service's queues and DLQs besides its "
+        "topics and apply function (DLQ replay and import, backfill, repair)",
+    )
 
 
 @dataclass(frozen=True)
@@ -146,6 +153,9 @@ class Manifest:
     """The service's Alembic environment (``migrations/`` beside the manifest by default)."""
     database_secret_env: str = ""
     """The variable holding the ARN of the service's database secret, when deployed."""
+    operator_roles: tuple[str, ...] = ()
+    """Role ARNs that may send to the service's queues besides its topics: on-call and the
+    tools they run (DLQ replay and import, backfill, repair). Everyone else is denied."""
 
     def database_url(self) -> str:
         """The service's database URL, from the environment variable the manifest names."""
@@ -408,21 +418,21 @@ def _resolve(
         issues.append(_issue(name, lines, loc, problem))
 
     service = document.service
-    if not SERVICE_RE.match(service):
+    if not SERVICE_RE.fullmatch(service):
         report(
             ("service",),
             f"service name {service!r} must be lower case letters, digits and underscores, "
             "starting with a letter, at most 31 characters",
         )
     url_env = document.database.url_env
-    if not ENV_NAME_RE.match(url_env):
+    if not ENV_NAME_RE.fullmatch(url_env):
         report(
             ("database", "url_env"),
             "url_env must name an environment variable (upper case, e.g. ORDERS_DATABASE_URL), "
             "never hold the URL itself: secrets do not belong in manifests",
         )
     secret_env = document.database.secret_arn_env or f"{service.upper()}_DATABASE_SECRET_ARN"
-    if not ENV_NAME_RE.match(secret_env):
+    if not ENV_NAME_RE.fullmatch(secret_env):
         report(
             ("database", "secret_arn_env"),
             "secret_arn_env must name an environment variable (upper case, e.g. "
@@ -456,7 +466,7 @@ def _resolve(
     tables: dict[str, int] = {}
     for i, mirrored in enumerate(document.mirrors):
         loc = ("mirrors", i)
-        if not IDENTIFIER_RE.match(mirrored.table):
+        if not IDENTIFIER_RE.fullmatch(mirrored.table):
             report(
                 (*loc, "table"),
                 f"table name {mirrored.table!r} is not a safe SQL identifier: use lower case "
@@ -495,6 +505,7 @@ def _resolve(
         python_path=_folders(path, document),
         migrations=(path.resolve().parent / document.migrations).resolve(),
         database_secret_env=secret_env,
+        operator_roles=tuple(document.operator_roles),
     )
 
 

@@ -6,8 +6,11 @@ wheels for the function's architecture and Python version (``pip install
 service's dialect, and in ``<service>/`` the service's manifest (its
 ``python_path`` set to that folder), the contracts modules it names, and for
 an apply function the pre-rendered statements, so the function never imports
-SQLAlchemy on its hot path. Lambda's limits are checked: an artifact whose
-unzipped size exceeds 250 MB is refused.
+SQLAlchemy on its hot path. Given a CA bundle (``--database-ca-bundle``, such
+as RDS's ``global-bundle.pem``), it ships at the root as
+``database-ca-bundle.pem``, where the template's ``DatabaseCaBundle`` looks by
+default. Lambda's limits are checked: an artifact whose unzipped size exceeds
+250 MB is refused.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from pathlib import Path
 import yaml
 
 from replication.consumer.wiring import STATEMENTS_FILE
+from replication.dbtls import PACKAGED_CA_BUNDLE, ca_bundle_file
 from replication.errors import ConfigurationError
 from replication.manifest import Manifest
 
@@ -59,6 +63,8 @@ class PackageSettings:
     architecture: str = "x86_64"
     python: str = "3.12"
     dialect: str = "postgresql"
+    database_ca_bundle: Path | None = None
+    """A PEM file of CA certificates shipped as ``database-ca-bundle.pem`` (checked here)."""
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
@@ -74,6 +80,8 @@ class PackageSettings:
             raise ConfigurationError(
                 f"dialect {self.dialect!r}: Lambda functions reach postgresql or mysql"
             )
+        if self.database_ca_bundle is not None:
+            ca_bundle_file(str(self.database_ca_bundle), named_by="--database-ca-bundle")
 
 
 @dataclass(frozen=True)
@@ -208,6 +216,8 @@ def build_artifacts(manifest: Manifest, settings: PackageSettings, out: Path) ->
                 dump_statements(manifest, settings.dialect) if function == "apply" else None
             )
             _service_folder(root / manifest.service, manifest, statements, settings.dialect)
+            if settings.database_ca_bundle is not None:
+                shutil.copyfile(settings.database_ca_bundle, root / PACKAGED_CA_BUNDLE)
             name = f"{manifest.service}-{function}-{settings.architecture}-py{settings.python}.zip"
             zipped, unzipped = _zip(root, out / name)
             artifact = Artifact(function, out / name, zipped, unzipped)

@@ -23,7 +23,7 @@ from replication.contracts import ContractInfo, registry
 from replication.errors import ConfigurationError
 from replication.manifest import ENV_NAME_RE, SERVICE_RE
 
-_ENTITY_RE = re.compile(r"^([a-z][a-z0-9_]{0,30})\.([a-z][a-z0-9_]{0,30})(?::([1-9][0-9]*))?$")
+_ENTITY_RE = re.compile(r"([a-z][a-z0-9_]{0,30})\.([a-z][a-z0-9_]{0,30})(?::([1-9][0-9]*))?")
 _MIGRATION_FILES = ("env.py", "script.py.mako", "README.md")
 # replication.migrations.TEMPLATE, without importing Alembic (the cli extra) to read it.
 TEMPLATE = Path(__file__).resolve().parent / "migrations" / "template"
@@ -119,17 +119,17 @@ def plan_service(
     url_env: str | None = None,
 ) -> Scaffold:
     """The scaffold of ``service`` in ``folder``; ConfigurationError on bad input."""
-    if not SERVICE_RE.match(service):
+    if not SERVICE_RE.fullmatch(service):
         raise ConfigurationError(
             f"service name {service!r} must be lower case letters, digits and underscores, "
             "starting with a letter, at most 31 characters"
         )
     url_env = url_env or f"{service.upper()}_DATABASE_URL"
-    if not ENV_NAME_RE.match(url_env):
+    if not ENV_NAME_RE.fullmatch(url_env):
         raise ConfigurationError(f"{url_env!r} is not an environment variable name")
     owned: list[tuple[str, str]] = []
     for entity in owns:
-        match = _ENTITY_RE.match(entity)
+        match = _ENTITY_RE.fullmatch(entity)
         if match is None or match.group(3) is not None:
             raise ConfigurationError(f"--owns {entity!r}: an entity is '<service>.<name>'")
         if match.group(1) != service:
@@ -155,7 +155,7 @@ def plan_service(
             raise ConfigurationError(f"cannot import contracts module {module!r}: {problem}")
     blocks = []
     for entity in mirrors:
-        match = _ENTITY_RE.match(entity)
+        match = _ENTITY_RE.fullmatch(entity)
         if match is None:
             raise ConfigurationError(
                 f"--mirrors {entity!r}: an entity is '<owner>.<name>', optionally ':<version>'"

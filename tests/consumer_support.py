@@ -80,6 +80,7 @@ def harness(
     prefix: str = "dev",
     metrics: bool = False,
     payload_max_bytes: int | None = None,
+    owner_accounts: dict[str, str] | None = None,
 ) -> Harness:
     """An :class:`ApplyFunction` over its own connection to ``db``."""
     spec = spec_from_url(db.sqlalchemy_url)
@@ -101,6 +102,7 @@ def harness(
         prefix=prefix,
         payload_bucket=PAYLOAD_BUCKET,
         payload_max_bytes=payload_max_bytes or PAYLOAD_MAX_BYTES,
+        owner_accounts=owner_accounts,
     )
     function = ApplyFunction(consumer, Observer(manifest.service, stream=log, metrics=metrics))
     return Harness(function, letters, log, opened)

@@ -243,15 +243,34 @@ CASES: dict[str, Case] = {
             text(customer()),
             TopicArn="arn:aws:sns:us-east-1:999999999999:dev-attacker-customer-v1",
         ),
-        "spoofed or misrouted: published on topic 'dev-attacker-customer-v1'",
+        "spoofed or misrouted: published on topic "
+        "'arn:aws:sns:us-east-1:999999999999:dev-attacker-customer-v1'",
+    ),
+    # The owner's topic name, in an account and a region that are not the owner's.
+    "sns-owners-topic-name-in-another-account": poison(
+        sns(
+            text(customer()),
+            TopicArn="arn:aws:sns:ap-south-1:666666666666:dev-crm-customer-v1",
+        ),
+        "spoofed or misrouted: published on topic "
+        "'arn:aws:sns:ap-south-1:666666666666:dev-crm-customer-v1', but crm.customer v1 is "
+        f"published by crm on '{CUSTOMER_TOPIC}'",
+    ),
+    "sns-owners-topic-name-in-another-account-same-region": poison(
+        sns(text(customer()), TopicArn=CUSTOMER_TOPIC.replace(":123456789012:", ":666666666666:")),
+        "published on topic 'arn:aws:sns:us-east-1:666666666666:dev-crm-customer-v1'",
+    ),
+    "sns-owners-topic-in-another-region": poison(
+        sns(text(customer()), TopicArn=CUSTOMER_TOPIC.replace(":us-east-1:", ":eu-west-1:")),
+        "published on topic 'arn:aws:sns:eu-west-1:123456789012:dev-crm-customer-v1'",
     ),
     "sns-topic-of-another-environment": poison(
         sns(text(customer()), TopicArn=CUSTOMER_TOPIC.replace(":dev-", ":prod-")),
-        "published on topic 'prod-crm-customer-v1'",
+        "published on topic 'arn:aws:sns:us-east-1:123456789012:prod-crm-customer-v1'",
     ),
     "misrouted-product-event-via-sns": poison(
         sns(text(product()), TopicArn=PRODUCT_TOPIC),
-        "published on topic 'dev-catalog-product-v1'",
+        "published on topic 'arn:aws:sns:us-east-1:123456789012:dev-catalog-product-v1'",
     ),
     "misrouted-product-event-raw": poison(
         text(product()),

@@ -15,6 +15,8 @@ import pytest
 
 from replication.consumer.dead_letters import MESSAGE_ID, REASON, RECEIVE_COUNT, SOURCE_QUEUE
 from replication.consumer.handler import lambda_handler
+from replication.consumer.wiring import ConsumerSettings
+from replication.errors import ConfigurationError
 from replication.manifest import Manifest, load_manifest
 from tests.consumer_support import (
     Harness,
@@ -248,6 +250,51 @@ def test_spoofed_topic_is_dead_lettered(database: Database, orders: Harness) -> 
     assert customers(database) == {}
     [letter] = orders.dead_letters.messages
     assert "spoofed" in letter["attributes"][REASON]["StringValue"]
+
+
+def test_an_owner_in_another_account_is_checked_by_its_full_topic_arn(
+    database: Database, orders_manifest: Manifest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """REPLICATION_OWNER_ACCOUNTS (rendered by the template) names crm's account: the
+    envelope of crm's topic there applies; the same topic name in the queue's account,
+    crm's own default, is now someone else's and is dead-lettered."""
+    monkeypatch.setenv("REPLICATION_OWNER_ACCOUNTS", "crm=111111111111,catalog=222222222222")
+    create_consumer_tables(database, orders_manifest)
+    h = harness(
+        database,
+        orders_manifest,
+        owner_accounts=ConsumerSettings.from_environment().owner_accounts,
+    )
+    event = lambda_event("sqs_sns_envelope.json")
+    owners, others = copy.deepcopy(event["Records"][:1]), copy.deepcopy(event["Records"][1:2])
+    for record, account in ((owners[0], "111111111111"), (others[0], "123456789012")):
+        body = json.loads(record["body"])
+        assert body["TopicArn"] == "arn:aws:sns:us-east-1:123456789012:dev-crm-customer-v1"
+        body["TopicArn"] = body["TopicArn"].replace("123456789012", account)
+        record["body"] = json.dumps(body)
+    try:
+        assert h({"Records": owners + others}) == {"batchItemFailures": []}
+    finally:
+        h.close()
+    [letter] = h.dead_letters.messages
+    assert letter["attributes"][MESSAGE_ID]["StringValue"] == others[0]["messageId"]
+    assert (
+        "published on topic 'arn:aws:sns:us-east-1:123456789012:dev-crm-customer-v1', but "
+        "crm.customer v1 is published by crm on "
+        "'arn:aws:sns:us-east-1:111111111111:dev-crm-customer-v1'"
+    ) in letter["attributes"][REASON]["StringValue"]
+    assert len(customers(database)) == 1
+
+
+@pytest.mark.parametrize("value", ["crm", "crm=1111", "Crm=111111111111", "crm=1111111111112"])
+def test_a_malformed_owner_accounts_variable_is_refused(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("REPLICATION_OWNER_ACCOUNTS", value)
+    with pytest.raises(
+        ConfigurationError, match=r"REPLICATION_OWNER_ACCOUNTS: .* is not <service>="
+    ):
+        ConsumerSettings.from_environment()
 
 
 def test_a_failed_dead_letter_send_leaves_the_record_for_sqs(

@@ -158,7 +158,7 @@ def test_a_key_cannot_be_optional(annotation: Any) -> None:
 def test_a_key_cannot_be_pii() -> None:
     message = refusal({"id": Annotated[str, Pii]})
 
-    assert message == (
+    assert message.startswith(
         "Widget.id: a key field cannot be pii: keys appear in event subjects and logs"
     )
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote_plus, urlsplit
 
+import psycopg2
 import pytest
 import sqlalchemy as sa
 
 from replication.consumer.database import connect, spec_for, url_for
+from replication.dbtls import DatabaseTls
 from replication.errors import ConfigurationError
 from replication.manifest import Manifest, load_manifest
 from tests.aws import CREDENTIALS, MotoServer, moto_server
@@ -35,6 +37,9 @@ def aws(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
         monkeypatch.setenv(name, value)
     for name in ("ORDERS_DATABASE_URL", "CRM_DATABASE_URL", "REPLICATION_DATABASE_IAM_AUTH"):
         monkeypatch.delenv(name, raising=False)
+    # A secret means verified TLS unless told otherwise, and the test servers have no TLS
+    # (tests/test_database_tls.py holds the default to that).
+    monkeypatch.setenv("REPLICATION_DATABASE_TLS", "off")
     return moto
 
 
@@ -118,6 +123,29 @@ def test_a_mariadb_secret_opens_pymysql(aws: MotoServer, monkeypatch: pytest.Mon
     assert "charset=utf8mb4" in url
     assert select_one(url) == 1
     assert spec_for(orders()).dialect == "mysql"
+
+
+@pytest.mark.postgresql
+def test_a_secret_means_verified_tls_unless_told_otherwise(
+    aws: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "global-bundle.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----\n")
+    monkeypatch.delenv("REPLICATION_DATABASE_TLS")
+    monkeypatch.setenv("REPLICATION_DATABASE_CA_BUNDLE", str(bundle))
+    arn = secret(aws, "orders-tls", rds_credentials(POSTGRES_URL, "postgres"))
+    monkeypatch.setenv("ORDERS_DATABASE_SECRET_ARN", arn)
+
+    spec = spec_for(orders())
+
+    assert spec.tls == DatabaseTls("verify", str(bundle.resolve()))
+    url = url_for(orders())  # the relay's, migrations' and sync's
+    assert url.endswith(f"?sslmode=verify-full&sslrootcert={quote_plus(str(bundle.resolve()))}")
+    # The test server has no TLS: refused, on both paths, rather than reached in clear.
+    with pytest.raises(psycopg2.OperationalError, match="REPLICATION_DATABASE_TLS=verify"):
+        connect(spec)
+    with pytest.raises(sa.exc.OperationalError, match="server does not support SSL"):
+        select_one(url)
 
 
 def test_a_master_user_secret_without_a_host_is_a_clear_error(

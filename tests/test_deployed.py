@@ -158,7 +158,8 @@ def deployed(
     engines = _databases()
     s3 = moto.client("s3")
     s3.create_bucket(Bucket="functions")
-    parameters = {"CodeBucket": "functions", "Prefix": "dev"}
+    # The test databases have no TLS: the template's default, verify, would refuse them.
+    parameters = {"CodeBucket": "functions", "Prefix": "dev", "DatabaseTls": "off"}
     for service, artifact in artifacts.items():
         key = f"{uuid.uuid4().hex[:8]}/{artifact.name}"
         s3.upload_file(str(artifact), "functions", key)
@@ -258,7 +259,8 @@ def test_the_stack_reaches_create_complete_and_what_moto_skips_matches_topology_
         else:  # alarms and the bucket policy have no counterpart in topology apply
             continue
         compared += 1
-    assert compared == 2 + 2 + 2  # two subscriptions, two queue policies, two topic policies
+    # Two subscriptions, four queue policies (two queues, two DLQs), two topic policies.
+    assert compared == 2 + 4 + 2
 
 
 def _customer(name: str, tags: list[str]) -> crm.CustomerRow:
@@ -318,6 +320,7 @@ def test_the_functions_run_from_their_artifacts_with_only_their_deployed_environ
     python = client_venv(tmp_path / "ric")
     api, apply_api = RuntimeApi(), RuntimeApi()  # each function its own, as on Lambda
     relay_env = _environment(moto, "dev-crm-relay")
+    assert relay_env["REPLICATION_DATABASE_TLS"] == "off"  # the stack's DatabaseTls
     relay_root = unzip(artifacts["crm"], tmp_path / "relay")
     relay = start_function(
         python, relay_root, "replication.outbox.function.lambda_handler", relay_env, api

@@ -14,6 +14,7 @@ from replication.errors import ConfigurationError
 from replication.package import PackageSettings, requirements_for
 
 ROOT = Path(__file__).resolve().parent.parent
+PEM = "-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----\n"
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -30,9 +31,12 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_an_owner_and_a_consumer_are_packaged_with_what_their_functions_import(
     tmp_path: Path,
 ) -> None:
-    for service in ("orders", "crm"):
+    bundle = tmp_path.parent / f"{tmp_path.name}-global-bundle.pem"
+    bundle.write_text(PEM)
+    for service, extra in (("orders", ["--database-ca-bundle", str(bundle)]), ("crm", [])):
         done = run(
-            "--service", service, "--arch", "arm64", "--python", "3.12", "--out", str(tmp_path)
+            *("--service", service, "--arch", "arm64", "--python", "3.12", "--out", str(tmp_path)),
+            *extra,
         )
         assert done.returncode == 0, done.stderr
         assert "MB zipped" in done.stdout
@@ -43,6 +47,8 @@ def test_an_owner_and_a_consumer_are_packaged_with_what_their_functions_import(
         names = set(archive.namelist())
         manifest = yaml.safe_load(archive.read("orders/replication.yaml"))
         aarch64 = [n for n in names if n.startswith("pydantic_core/") and n.endswith(".so")]
+        # Where the template's DatabaseCaBundle looks by default (the function's root).
+        assert archive.read("database-ca-bundle.pem").decode() == PEM
     assert manifest["python_path"] == ["."]  # the contracts beside it, whatever the repository
     assert "migrations" not in manifest
     assert {
@@ -59,6 +65,22 @@ def test_an_owner_and_a_consumer_are_packaged_with_what_their_functions_import(
         names = set(archive.namelist())
     assert "crm/contracts/crm.py" in names
     assert not [n for n in names if "mirror-statements" in n]
+    assert "database-ca-bundle.pem" not in names
+
+
+def test_a_ca_bundle_that_is_no_pem_file_is_refused_before_anything_is_built(
+    tmp_path: Path,
+) -> None:
+    text = tmp_path / "bundle.txt"
+    text.write_text("not a certificate")
+    with pytest.raises(ConfigurationError, match=r"--database-ca-bundle names .* no PEM"):
+        PackageSettings(database_ca_bundle=text)
+
+    done = run("--service", "orders", "--database-ca-bundle", str(tmp_path / "absent.pem"))
+
+    assert done.returncode == 1
+    assert "--database-ca-bundle names" in done.stderr
+    assert "cannot be read" in done.stderr
 
 
 def test_requirements_are_the_core_and_the_dialects_driver() -> None:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -176,11 +176,26 @@ def test_the_long_running_relay_purges_rows_past_retention(tmp_path: Path) -> No
     out = io.StringIO()
     stop = threading.Event()
 
+    def published() -> int:
+        with engine.connect() as conn:
+            query = "SELECT count(*) FROM replication_outbox WHERE published_at IS NOT NULL"
+            return int(conn.execute(sa.text(query)).scalar_one())
+
+    def wait_for(condition: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 30
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     def later() -> None:
-        time.sleep(0.3)
-        offset[0] = dt.timedelta(days=8)  # the retention (7 days) has passed
-        time.sleep(0.5)
-        stop.set()
+        # On evidence, not after guessed delays: the clock moves once the rows are marked
+        # published, the relay stops once it said it purged (or after 30 s, and the asserts
+        # below say what is missing).
+        try:
+            wait_for(lambda: published() == 3)
+            offset[0] = dt.timedelta(days=8)  # the retention (7 days) has passed
+            wait_for(lambda: "purged" in out.getvalue())
+        finally:
+            stop.set()
 
     threading.Thread(target=later).start()
     total = runner.run_forever(

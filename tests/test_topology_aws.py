@@ -15,6 +15,7 @@ import pytest
 
 from replication.manifest import load_manifests
 from replication.topology.aws import AwsTopology
+from replication.topology.cloudformation import render_templates
 from replication.topology.model import Topology, build_topology
 from tests.aws import ACCOUNT, REGION, MotoServer, moto_server
 
@@ -165,9 +166,15 @@ def test_drift_is_reported_by_plan_and_fixed_by_apply(moto: MotoServer, manifest
     assert aws(moto).plan(topology).pending == ()
 
 
+OPERATOR = f"arn:aws:iam::{ACCOUNT}:role/oncall/replication-operator"
+AUDITOR = "arn:aws:iam::333333333333:role/replication-backfill"
+
+
 def test_live_resources_are_encrypted_and_queues_admit_only_their_topic(
     moto: MotoServer, manifests: Path
 ) -> None:
+    billing = manifests / "billing" / "replication.yaml"
+    billing.write_text(BILLING + f"operator_roles:\n  - {OPERATOR}\n  - {AUDITOR}\n")
     topology = topology_of(manifests)
     live = aws(moto)
     live.apply(topology)
@@ -183,23 +190,102 @@ def test_live_resources_are_encrypted_and_queues_admit_only_their_topic(
             f":role/{topology.prefix}-{topic.owner}-relay"
         )
     for queue in topology.queues:
+        operators = [OPERATOR, AUDITOR] if queue.consumer == "billing" else []
+        topic_arn = live.topic_arn(topology.topic(queue.entity, queue.version))
+        grants = {s["Sid"]: s for s in live_policy(sqs, queue.name)["Statement"]}
+        assert all(s["Action"] == "sqs:SendMessage" for s in grants.values())
+        assert grants["TopicDelivers"]["Condition"] == {"ArnEquals": {"aws:SourceArn": topic_arn}}
+        unless: dict[str, Any] = {"aws:SourceArn": topic_arn}
+        if operators:
+            unless["aws:PrincipalArn"] = operators
+            assert grants["OperatorsSend"]["Principal"] == {
+                "AWS": [f"arn:aws:iam::{ACCOUNT}:root", "arn:aws:iam::333333333333:root"]
+            }
+        assert grants["NobodyElseSends"]["Principal"] == "*"
+        assert grants["NobodyElseSends"]["Condition"] == {"ArnNotEquals": unless}
+        dlq = {s["Sid"]: s for s in live_policy(sqs, queue.dlq)["Statement"]}
+        apply_role = f"arn:aws:iam::{ACCOUNT}:role/{topology.prefix}-{queue.consumer}-apply"
+        assert dlq["OnlyTheConsumerSends"]["Condition"] == {
+            "ArnNotEquals": {"aws:PrincipalArn": [apply_role, *operators]}
+        }
         for name in (queue.name, queue.dlq):
             url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
             attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])[
                 "Attributes"
             ]
             assert attributes["SqsManagedSseEnabled"] == "true"
-        url = sqs.get_queue_url(QueueName=queue.name)["QueueUrl"]
-        policy = json.loads(
-            sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])["Attributes"][
-                "Policy"
-            ]
-        )
-        [statement] = policy["Statement"]
-        topic_arn = live.topic_arn(topology.topic(queue.entity, queue.version))
-        assert statement["Action"] == "sqs:SendMessage"
-        assert "*" not in statement["Action"]
-        assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": topic_arn}}
+
+
+def test_live_queue_policies_are_the_rendered_ones(moto: MotoServer, manifests: Path) -> None:
+    """What topology apply provisions and what the template deploys deny the same senders."""
+    billing = manifests / "billing" / "replication.yaml"
+    billing.write_text(BILLING + f"operator_roles:\n  - {OPERATOR}\n")
+    topology = topology_of(manifests)
+    aws(moto).apply(topology)
+    sqs = moto.client("sqs")
+    [template] = render_templates(load_manifests([manifests])).values()
+    resolve = resolver(template, topology.prefix)
+
+    compared = 0
+    for resource in template["Resources"].values():
+        if resource["Type"] != "AWS::SQS::QueuePolicy":
+            continue
+        properties = resource["Properties"]
+        [queue] = properties["Queues"]
+        name = resolve(template["Resources"][queue["Ref"]]["Properties"]["QueueName"])
+        rendered = resolve(properties["PolicyDocument"])
+        live = live_policy(sqs, name)
+        assert live == rendered, name
+        assert [s for s in live["Statement"] if s["Effect"] == "Deny"], name
+        compared += 1
+    assert compared == 2 * len(topology.queues)
+
+
+def live_policy(sqs: Any, name: str) -> Any:
+    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])["Attributes"]
+    return json.loads(attributes["Policy"])
+
+
+def resolver(template: dict[str, Any], prefix: str) -> Any:
+    """Resolves the template's references as CloudFormation would in the emulator's account."""
+    names = {
+        "AWS::SQS::Queue": ("QueueName", "arn:aws:sqs:{region}:{account}:{name}"),
+        "AWS::SNS::Topic": ("TopicName", "arn:aws:sns:{region}:{account}:{name}"),
+        "AWS::IAM::Role": ("RoleName", "arn:aws:iam::{account}:role/{name}"),
+    }
+    variables = {
+        "Prefix": prefix,
+        "AWS::Partition": "aws",
+        "AWS::Region": REGION,
+        "AWS::AccountId": ACCOUNT,
+    }
+
+    def arn_of(logical: str) -> str:
+        resource = template["Resources"][logical]
+        prop, shape = names[resource["Type"]]
+        name = resolve(resource["Properties"][prop])
+        return shape.format(region=REGION, account=ACCOUNT, name=name)
+
+    def resolve(value: Any) -> Any:
+        if isinstance(value, list):
+            return [resolve(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        if set(value) == {"Fn::Sub"}:
+            text = value["Fn::Sub"]
+            for name, replacement in variables.items():
+                text = text.replace("${" + name + "}", replacement)
+            return text
+        if set(value) == {"Ref"}:
+            return arn_of(value["Ref"])  # a topic's Ref is its ARN
+        if set(value) == {"Fn::GetAtt"}:
+            logical, attribute = value["Fn::GetAtt"]
+            assert attribute == "Arn"
+            return arn_of(logical)
+        return {k: resolve(v) for k, v in value.items()}
+
+    return resolve
 
 
 def test_the_plan_command_prints_json_for_scripts(moto: MotoServer, manifests: Path) -> None:

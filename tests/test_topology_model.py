@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from replication.errors import ConfigurationError
 from replication.manifest import load_manifests
 from replication.topology.model import (
     MAX_QUEUE_NAME,
     TopologyError,
     build_topology,
+    resolved_queue_names,
     shorten,
 )
 
@@ -130,23 +132,33 @@ def test_a_max_receive_count_below_five_is_refused_with_its_line(tmp_path: Path)
         load_manifests([tmp_path])
 
 
-def test_long_names_are_shortened_deterministically_within_aws_limits(tmp_path: Path) -> None:
-    consumer = "a_consumer_with_a_long_name_x"
-    write(tmp_path, "crm", OWN_CUSTOMER)
-    write(tmp_path, consumer, MIRROR_CUSTOMER)
-    prefix = "production-eu-west-1-blue-green"
+def test_long_names_are_shortened_deterministically_within_aws_limits() -> None:
+    consumer = "a_consumer_with_a_long_name_xyz"
+    entity = "an_owner_with_a_long_name_abcde.an_entity_with_a_long_name_abcd"
+    prefix = "production-eu-west-1"
 
-    [queue] = build_topology(load_manifests([tmp_path]), prefix=prefix).queues
-    [again] = build_topology(load_manifests([tmp_path]), prefix=prefix).queues
+    name, dlq = resolved_queue_names(consumer, entity, 1, prefix, False)
+    again = resolved_queue_names(consumer, entity, 1, prefix, False)
 
-    full = f"{prefix}-{consumer}--crm-customer-v1"
+    full = f"{prefix}-{consumer}--{entity.replace('.', '-')}-v1"
     assert len(full) > MAX_QUEUE_NAME - len("-dlq")
-    assert queue == again
-    assert len(queue.dlq) <= MAX_QUEUE_NAME
-    assert queue.dlq == queue.name + "-dlq"
-    assert queue.name.startswith(full[:40])
-    assert shorten(full, 76) == queue.name
-    assert shorten(full + "x", 76) != queue.name
+    assert (name, dlq) == again
+    assert len(dlq) <= MAX_QUEUE_NAME
+    assert dlq == name + "-dlq"
+    assert name.startswith(full[:40])
+    assert shorten(full, 76) == name
+    assert shorten(full + "x", 76) != name
+
+
+def test_a_prefix_aws_or_the_template_would_refuse_is_refused(tmp_path: Path) -> None:
+    write(tmp_path, "crm", OWN_CUSTOMER)
+    write(tmp_path, "orders", MIRROR_CUSTOMER)
+    manifests = load_manifests([tmp_path])
+
+    for prefix in ("dev\n", "Dev", "dev_1", "1dev", "", "a" * 21, "dev prod"):
+        with pytest.raises(ConfigurationError, match=r"prefix .* is not valid"):
+            build_topology(manifests, prefix=prefix)
+    assert build_topology(manifests, prefix="a" * 20).queues
 
 
 def test_shorten_keeps_short_names_and_the_suffix() -> None:

@@ -66,11 +66,31 @@ def test_queues_admit_only_their_topic_and_everything_is_encrypted(example: dict
     assert all(t["KmsMasterKeyId"] == "alias/aws/sns" for t in topics.values())
     assert len(queues) == 4  # two queues and their DLQs
     assert all(q["SqsManagedSseEnabled"] is True for q in queues.values())
+    assert len(policies) == 4  # each queue and each DLQ has one
     for name, policy in policies.items():
-        [statement] = policy["PolicyDocument"]["Statement"]
-        assert statement["Principal"] == {"Service": "sns.amazonaws.com"}
-        assert statement["Action"] == "sqs:SendMessage"
-        assert statement["Condition"]["ArnEquals"]["aws:SourceArn"]["Ref"].endswith("Topic"), name
+        [target] = policy["Queues"]
+        grants = {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
+        if name.endswith("DlqPolicy"):
+            # Only the consumer's apply function sends poison there; nobody else.
+            assert sorted(grants) == ["OnlyTheConsumerSends"], name
+            deny = grants["OnlyTheConsumerSends"]
+            assert deny["Condition"] == {
+                "ArnNotEquals": {"aws:PrincipalArn": [{"Fn::GetAtt": ["OrdersApplyRole", "Arn"]}]}
+            }
+            assert target["Ref"].endswith("Dlq")
+        else:
+            assert sorted(grants) == ["NobodyElseSends", "TopicDelivers"], name
+            allow, deny = grants["TopicDelivers"], grants["NobodyElseSends"]
+            assert allow["Principal"] == {"Service": "sns.amazonaws.com"}
+            topic = allow["Condition"]["ArnEquals"]["aws:SourceArn"]
+            assert topic["Ref"].endswith("Topic"), name
+            # A direct SendMessage has no aws:SourceArn: the deny holds for it.
+            assert deny["Condition"] == {"ArnNotEquals": {"aws:SourceArn": topic}}
+            assert target["Ref"].endswith("Queue")
+        assert all(s["Action"] == "sqs:SendMessage" for s in grants.values())
+        assert all(s["Resource"] == {"Fn::GetAtt": [target["Ref"], "Arn"]} for s in grants.values())
+    roles = resources(example, "AWS::IAM::Role")
+    assert roles["OrdersApplyRole"]["RoleName"] == {"Fn::Sub": "${Prefix}-orders-apply"}
 
 
 def test_no_policy_grants_a_wildcard_action_and_roles_are_scoped(example: dict[str, Any]) -> None:
@@ -85,7 +105,10 @@ def test_no_policy_grants_a_wildcard_action_and_roles_are_scoped(example: dict[s
     # No managed policy: the VPC permissions are written inline, scoped to the account.
     assert all("ManagedPolicyArns" not in r for r in resources(example, "AWS::IAM::Role").values())
     denied = [s for s in statements(example) if s["Effect"] == "Deny"]
-    assert [s["Condition"] for s in denied] == [{"Bool": {"aws:SecureTransport": "false"}}]
+    assert [s["Condition"] for s in denied if s["Action"] != "sqs:SendMessage"] == [
+        {"Bool": {"aws:SecureTransport": "false"}}
+    ]
+    assert len([s for s in denied if s["Action"] == "sqs:SendMessage"]) == 4  # queues, DLQs
     relay = resources(example, "AWS::IAM::Role")["CrmRelayRole"]
     [policy] = relay["Policies"]
     vpc = example["Resources"]["CrmRelayRoleVpcPolicy"]
@@ -151,15 +174,34 @@ def test_services_in_several_accounts_get_one_template_each(tmp_path: Path) -> N
     crm = templates["111111111111"]
     policy = resources(crm, "AWS::SNS::TopicPolicy")["CrmCustomerV1TopicPolicy"]
     grants = {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
-    assert grants["ConsumerAccountsSubscribe"]["Principal"] == {
-        "AWS": [{"Fn::Sub": "arn:${AWS::Partition}:iam::222222222222:root"}]
+    # orders' account may subscribe orders' queue, not any queue of its choosing.
+    subscribe = grants["Account222222222222SubscribesItsQueues"]
+    assert subscribe["Principal"] == {
+        "AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::222222222222:root"}
     }
-    assert grants["ConsumerAccountsSubscribe"]["Action"] == "sns:Subscribe"
+    assert subscribe["Action"] == "sns:Subscribe"
+    assert subscribe["Condition"] == {
+        "StringEquals": {
+            "sns:Protocol": "sqs",
+            "sns:Endpoint": [
+                {
+                    "Fn::Sub": "arn:${AWS::Partition}:sqs:${AWS::Region}:222222222222:"
+                    "${Prefix}-orders--crm-customer-v1"
+                }
+            ],
+        }
+    }
+    assert subscription["Endpoint"] == {"Fn::GetAtt": ["OrdersCrmCustomerV1Queue", "Arn"]}
     queue_policy = resources(orders, "AWS::SQS::QueuePolicy")["OrdersCrmCustomerV1QueuePolicy"]
-    [statement] = queue_policy["PolicyDocument"]["Statement"]
-    assert statement["Condition"]["ArnEquals"]["aws:SourceArn"] == subscription["TopicArn"]
+    allow, deny = queue_policy["PolicyDocument"]["Statement"]
+    assert allow["Condition"]["ArnEquals"]["aws:SourceArn"] == subscription["TopicArn"]
+    assert deny["Condition"]["ArnNotEquals"]["aws:SourceArn"] == subscription["TopicArn"]
     # crm's topic policy: its relay publishes, orders' account subscribes, nothing else
-    assert sorted(grants) == ["ConsumerAccountsSubscribe", "OwnerPublishes"]
+    assert sorted(grants) == ["Account222222222222SubscribesItsQueues", "OwnerPublishes"]
+    # orders' apply function checks an envelope's topic in crm's account, not its own.
+    function = resources(orders, "AWS::Lambda::Function")["OrdersApplyFunction"]
+    variables = function["Environment"]["Variables"]
+    assert variables["REPLICATION_OWNER_ACCOUNTS"] == "crm=111111111111"
     for template in templates.values():
         json.dumps(template)  # serialisable as written
 

@@ -40,6 +40,12 @@ def add_command(groups: Any) -> None:
         default="postgresql",
         help="the service's database (its driver and statements)",
     )
+    package.add_argument(
+        "--database-ca-bundle",
+        metavar="PEM",
+        help="CA certificates of the service's database (for RDS its global-bundle.pem), "
+        "shipped as database-ca-bundle.pem, where the template's DatabaseCaBundle looks",
+    )
     package.add_argument("--out", default="build/functions", help="output folder")
     package.set_defaults(func=cmd_package)
 
@@ -49,7 +55,12 @@ def cmd_package(args: argparse.Namespace) -> int:
     from replication.package import PackageSettings, build_artifacts
 
     [manifest] = selected(find_manifests(args.manifests), args.service)
-    settings = PackageSettings(architecture=args.arch, python=args.python, dialect=args.dialect)
+    settings = PackageSettings(
+        architecture=args.arch,
+        python=args.python,
+        dialect=args.dialect,
+        database_ca_bundle=Path(args.database_ca_bundle) if args.database_ca_bundle else None,
+    )
     print(f"{manifest.service}: installing wheels for {args.arch} Python {args.python} ...")
     for artifact in build_artifacts(manifest, settings, Path(args.out)):
         note = "  (over 50 MB zipped: deploy it through S3, as the template does)"

@@ -132,8 +132,11 @@ class Consumer:
         clock: Callable[[], dt.datetime] | None = None,
         payload_bucket: str | None = None,
         payload_max_bytes: int = PAYLOAD_MAX_BYTES,
+        owner_accounts: Mapping[str, str] | None = None,
     ) -> None:
         self.manifest = manifest
+        self._owner_accounts = dict(owner_accounts or {})
+        """The account of each owner whose topics live outside the queues' account."""
         self.routes = routes_for(manifest, prefix)
         self.dialect = dialect
         self.statements = dict(statements)
@@ -221,12 +224,12 @@ class Consumer:
         try:
             envelope = unwrap_body(delivery.body)
             if envelope.topic_arn is not None:
-                topic = envelope.topic_arn.rsplit(":", 1)[-1]
-                if topic != route.topic:
+                expected = self._topic_arn(delivery, route)
+                if envelope.topic_arn != expected:
                     raise InvalidEventError(
-                        f"spoofed or misrouted: published on topic {topic!r}, but "
-                        f"{route.entity} v{route.declaration.contract.version} is published by "
-                        f"{route.declaration.contract.owner} on {route.topic!r}"
+                        f"spoofed or misrouted: published on topic {envelope.topic_arn[:300]!r}, "
+                        f"but {route.entity} v{route.declaration.contract.version} is published "
+                        f"by {route.declaration.contract.owner} on {expected!r}"
                     )
             message = envelope.message
             pointer = parse_pointer(message)
@@ -257,6 +260,15 @@ class Consumer:
             batch.poison.append(_Poison(delivery, route, reason, event=event))
             return None
         return _Item(delivery, route, event)
+
+    def _topic_arn(self, delivery: Delivery, route: Route) -> str:
+        """The ARN of the owner's topic: in the queue's partition and region, in the owner's
+        account (``owner_accounts``), else in the queue's own account."""
+        parts = delivery.queue_arn.split(":")
+        partition, region = (parts[1], parts[3]) if len(parts) == 6 else ("aws", "")
+        owner = route.declaration.contract.owner
+        account = self._owner_accounts.get(owner) or delivery.account
+        return f"arn:{partition}:sns:{region}:{account}:{route.topic}"
 
     def _fetch(self, pointer: tuple[str, str], prefix: str) -> str:
         """The payload a pointer names, read only from the configured bucket and the

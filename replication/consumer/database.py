@@ -17,6 +17,10 @@ With ``REPLICATION_DATABASE_IAM_AUTH=1`` the password is an RDS IAM
 authentication token generated for each new connection (TLS required). RDS
 Proxy is a plain endpoint to this module: give its host name. No SQLAlchemy.
 
+TLS follows ``REPLICATION_DATABASE_TLS`` (:mod:`replication.dbtls`): verified
+by default for credentials from a secret, with IAM authentication and in a
+Lambda function; as the URL says for a URL elsewhere.
+
 PostgreSQL is reached through psycopg2 or psycopg 3: ``postgresql+psycopg2://``
 and ``postgresql+psycopg://`` name one, plain ``postgresql://`` (and a secret)
 means psycopg2 when it is installed, else psycopg 3.
@@ -41,6 +45,13 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
+from replication.dbtls import (
+    DatabaseTls,
+    database_tls,
+    explain_refusal,
+    pymysql_ssl,
+    tls_parameters,
+)
 from replication.dburl import dialect_of, driver_of
 from replication.errors import ConfigurationError
 
@@ -64,6 +75,9 @@ class ConnectionSpec:
     driver: str = ""
     """The DB-API module: ``psycopg2``, ``psycopg``, ``pymysql`` or ``sqlite3``; left
     empty, the one the dialect's plain URL means (:func:`replication.dburl.driver_of`)."""
+    tls: DatabaseTls | None = None
+    """How connections are secured; None: as the environment says when connecting
+    (:func:`replication.dbtls.database_tls`, for a URL)."""
 
     def __post_init__(self) -> None:
         if not self.driver:
@@ -158,7 +172,9 @@ def spec_from_environment(url_env: str, secret_env: str) -> ConnectionSpec:
         spec = spec_from_url(url)
     if os.environ.get("REPLICATION_DATABASE_IAM_AUTH", "").lower() in ("1", "true", "yes"):
         spec = replace(spec, iam_auth=True, region=os.environ.get("AWS_REGION"))
-    return spec
+    if spec.dialect == "sqlite":
+        return spec
+    return replace(spec, tls=database_tls(from_secret=bool(arn), iam_auth=spec.iam_auth))
 
 
 def spec_for(manifest: Manifest) -> ConnectionSpec:
@@ -166,8 +182,13 @@ def spec_for(manifest: Manifest) -> ConnectionSpec:
     return spec_from_environment(manifest.database_url_env, manifest.database_secret_env)
 
 
+def _tls_of(spec: ConnectionSpec) -> DatabaseTls:
+    return spec.tls or database_tls(iam_auth=spec.iam_auth)
+
+
 def url_of(spec: ConnectionSpec) -> str:
-    """A SQLAlchemy URL (driver named) for ``spec``; the password is in it: never log it."""
+    """A SQLAlchemy URL (driver named, TLS parameters in it) for ``spec``; the password is
+    in it: never log it."""
     if spec.dialect == "sqlite":
         return f"sqlite:///{spec.database}"
     scheme = "postgresql" if spec.dialect == "postgresql" else "mysql"
@@ -176,6 +197,7 @@ def url_of(spec: ConnectionSpec) -> str:
         credentials += ":" + quote(spec.password, safe="")
     port = f":{spec.port}" if spec.port else ""
     options = list(spec.options)
+    options += tls_parameters(spec.dialect, dict(options), _tls_of(spec)).items()
     if spec.driver == "pymysql" and not any(k == "charset" for k, _ in options):
         options.append(("charset", "utf8mb4"))
     query = f"?{urlencode(options)}" if options else ""
@@ -212,13 +234,29 @@ def _default_port(spec: ConnectionSpec) -> int:
 
 def connect(spec: ConnectionSpec, *, connect_timeout: int = 5) -> Any:
     """A new DB-API connection, not in autocommit mode."""
-    password = _iam_token(spec) if spec.iam_auth else spec.password
+    if spec.dialect == "sqlite":
+        connection = sqlite3.connect(spec.database, timeout=30)
+        # Python's default isolation level opens a transaction before each write.
+        connection.execute("PRAGMA journal_mode=WAL")
+        return connection
+    tls = _tls_of(spec)
     options = dict(spec.options)
+    added = tls_parameters(spec.dialect, options, tls)
+    password = _iam_token(spec) if spec.iam_auth else spec.password
+    try:
+        return _connect_server(spec, password, {**options, **added}, connect_timeout)
+    except Exception as exc:
+        if added:
+            explain_refusal(exc, tls)
+        raise
+
+
+def _connect_server(
+    spec: ConnectionSpec, password: str, options: dict[str, str], connect_timeout: int
+) -> Any:
     if spec.dialect == "postgresql":
         # The URL's query is libpq parameters (options=-csearch_path%3D..., sslmode...),
         # which both drivers pass on as they are.
-        if spec.iam_auth:
-            options.setdefault("sslmode", "require")
         options.setdefault("connect_timeout", str(connect_timeout))
         options.setdefault("application_name", "replication-consumer")
         params: dict[str, Any] = {
@@ -239,22 +277,18 @@ def connect(spec: ConnectionSpec, *, connect_timeout: int = 5) -> Any:
         import psycopg2
 
         return psycopg2.connect(**params)
-    if spec.dialect == "mysql":
-        import pymysql
+    import pymysql
 
-        ssl: dict[str, Any] | None = {"ssl": {}} if spec.iam_auth else None
-        return pymysql.connect(
-            host=spec.host,
-            port=spec.port or 3306,
-            user=spec.user,
-            password=password,
-            database=spec.database or None,
-            charset="utf8mb4",
-            connect_timeout=connect_timeout,
-            autocommit=False,
-            **(ssl or {}),
-        )
-    connection = sqlite3.connect(spec.database, timeout=30)
-    # Python's default isolation level opens a transaction before each write.
-    connection.execute("PRAGMA journal_mode=WAL")
-    return connection
+    # Of the URL's query, only its TLS parameters (ssl_ca, ...), read as SQLAlchemy does.
+    ssl = pymysql_ssl(options)
+    return pymysql.connect(
+        host=spec.host,
+        port=spec.port or 3306,
+        user=spec.user,
+        password=password,
+        database=spec.database or None,
+        charset="utf8mb4",
+        connect_timeout=connect_timeout,
+        autocommit=False,
+        **({"ssl": ssl} if ssl else {}),
+    )

@@ -9,6 +9,7 @@ render`` writes one per consumer at build time, so a Lambda never imports it).
 from __future__ import annotations
 
 __all__ = [
+    "OWNER_ACCOUNTS",
     "STATEMENTS_FILE",
     "ConsumerSettings",
     "LazyClients",
@@ -16,11 +17,13 @@ __all__ = [
     "build_runner",
     "dump_statements",
     "load_statements",
+    "owner_accounts",
 ]
 
 import json
 import os
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -28,7 +31,7 @@ from replication.consumer.core import Consumer
 from replication.consumer.database import ConnectionSpec, connect, spec_for
 from replication.consumer.dead_letters import SqsDeadLetters
 from replication.errors import ConfigurationError
-from replication.manifest import Manifest
+from replication.manifest import SERVICE_RE, Manifest
 from replication.mirror.statements import MirrorStatements
 from replication.payloads import PAYLOAD_MAX_BYTES
 from replication.topology.naming import DEFAULT_PREFIX
@@ -37,6 +40,8 @@ if TYPE_CHECKING:
     from replication.consumer.runner import EventSourceRunner, RunnerSettings
 
 STATEMENTS_FILE = "mirror-statements.{dialect}.json"
+OWNER_ACCOUNTS = "REPLICATION_OWNER_ACCOUNTS"
+ACCOUNT_RE = re.compile(r"[0-9]{12}")
 _TRUE = ("1", "true", "yes", "on")
 
 
@@ -54,13 +59,17 @@ class ConsumerSettings:
     payload_bucket: str | None = None
     """Where offloaded payloads are read from (only there, under each owner's prefix)."""
     payload_max_bytes: int = PAYLOAD_MAX_BYTES
+    owner_accounts: dict[str, str] = field(default_factory=dict)
+    """The account of each owner service whose topics are in another account than the queues
+    (an SNS envelope's topic is checked by its full ARN)."""
 
     @classmethod
     def from_environment(cls) -> ConsumerSettings:
         """From ``REPLICATION_PREFIX``, ``_STATEMENTS``, ``_APPLY_BULK``, ``_LOG_LEVEL``,
-        ``_PAYLOAD_BUCKET`` and ``_PAYLOAD_MAX_BYTES``."""
+        ``_PAYLOAD_BUCKET``, ``_PAYLOAD_MAX_BYTES`` and ``_OWNER_ACCOUNTS``."""
         statements = os.environ.get("REPLICATION_STATEMENTS")
         return cls(
+            owner_accounts=owner_accounts(os.environ.get(OWNER_ACCOUNTS, "")),
             payload_bucket=os.environ.get("REPLICATION_PAYLOAD_BUCKET") or None,
             payload_max_bytes=_positive("REPLICATION_PAYLOAD_MAX_BYTES", PAYLOAD_MAX_BYTES),
             prefix=os.environ.get("REPLICATION_PREFIX", DEFAULT_PREFIX),
@@ -70,6 +79,21 @@ class ConsumerSettings:
             or os.environ.get("POWERTOOLS_LOG_LEVEL")
             or "INFO",
         )
+
+
+def owner_accounts(text: str) -> dict[str, str]:
+    """``crm=111111111111,catalog=222222222222`` as a mapping; ConfigurationError if malformed."""
+    accounts: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        service, sep, account = item.partition("=")
+        if not sep or not SERVICE_RE.fullmatch(service) or not ACCOUNT_RE.fullmatch(account):
+            raise ConfigurationError(
+                f"{OWNER_ACCOUNTS}: {item[:80]!r} is not <service>=<12-digit account>; the "
+                "variable lists owners whose topics are in another account, e.g. "
+                "crm=111111111111,catalog=222222222222"
+            )
+        accounts[service] = account
+    return accounts
 
 
 def _positive(name: str, default: int) -> int:
@@ -238,6 +262,7 @@ def build_consumer(
         bulk=settings.bulk,
         payload_bucket=settings.payload_bucket,
         payload_max_bytes=settings.payload_max_bytes,
+        owner_accounts=settings.owner_accounts,
     )
 
 

@@ -132,7 +132,8 @@ class Inspector:
         """Each letter read out, reasons for SQS-moved ones from the failures table."""
         letters = list(letters)
         records: dict[str, FailureRecord] = {}
-        unexplained = [m.source_message_id for m in letters if m.text("replication.reason") is None]
+        # A reason its sender set on a message SQS moved explains nothing: look it up too.
+        unexplained = [m.source_message_id for m in letters if m.consumer_reason is None]
         if unexplained and self._lookup is not None and self.lookup_problem is None:
             try:
                 records = self._lookup(target.queue, unexplained)
@@ -182,6 +183,9 @@ class DlqSummary:
     oldest: dt.datetime | None
     reasons: tuple[tuple[str, str, int], ...]
     """``(kind, reason summary, count)``, most frequent first."""
+    sender_reasons: int = 0
+    """How many carry a ``replication.reason`` their sender set (SQS moved them): not counted
+    among the reasons."""
 
     def as_dict(self, now: dt.datetime) -> dict[str, Any]:
         """JSON-ready form."""
@@ -198,6 +202,7 @@ class DlqSummary:
             "oldest": self.oldest.isoformat() if self.oldest else None,
             "oldest_age_seconds": round(age, 1) if age is not None else None,
             "reasons": [{"kind": k, "reason": r, "count": c} for k, r, c in self.reasons],
+            "sender_reasons": self.sender_reasons,
         }
 
 
@@ -217,4 +222,5 @@ def summarise(target: Target, scan: Scan, described: Sequence[Described]) -> Dlq
         complete=scan.complete,
         oldest=min(times) if times else None,
         reasons=reasons,
+        sender_reasons=sum(1 for d in described if d.sender_reason is not None),
     )

@@ -4,12 +4,22 @@ Pure: no AWS call, no database. A :class:`DeadLetter` is one message of a DLQ
 as received (body, message attributes, SQS system attributes); a
 :class:`Described` adds what could be read out of it: the change event (or why
 it cannot be decoded), the reason it was dead-lettered, the queue it came from.
+
+Which reason to trust: the consumer dead-letters poison by sending a new
+message with its ``replication.*`` attributes. A message SQS moved after
+``maxReceiveCount`` receives keeps the attributes its sender set, and carries
+the system attribute ``DeadLetterQueueSourceArn``, which only SQS sets. On such
+a message the ``replication.*`` dead-letter attributes are the sender's words:
+its reason is kept apart as :attr:`Described.sender_reason`, never taken as the
+consumer's, and its source queue is read from the ARN.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "MOVED_BY_SQS",
     "REPLAYS",
+    "UNRECORDED",
     "DeadLetter",
     "Described",
     "FailureRecord",
@@ -34,18 +44,22 @@ from replication.consumer.dead_letters import (
     MESSAGE_ID,
     REASON,
     RECEIVE_COUNT,
+    REPLAYS,
     SOURCE_QUEUE,
 )
 from replication.consumer.records import unwrap_body
-from replication.contracts import ContractInfo
+from replication.contracts import ContractInfo, ContractRegistry, registry
 from replication.errors import InvalidEventError
-from replication.events import ChangeEvent, decode_event
+from replication.events import REQUIRED_ATTRIBUTES, ChangeEvent, decode_event
+from replication.masking import UNKNOWN_MODEL, Mask, masked_json
 from replication.payloads import parse_pointer
 
-REPLAYS = "replication.replays"
-"""How many times a message was replayed from its DLQ (set by replay)."""
 _DEAD_LETTER_ATTRIBUTES = (REASON, SOURCE_QUEUE, MESSAGE_ID, RECEIVE_COUNT, FAILED_AT)
 MASK = "***"
+MOVED_BY_SQS = "DeadLetterQueueSourceArn"
+"""The SQS system attribute of a message SQS moved to a DLQ: its source queue's ARN."""
+UNRECORDED = "moved by SQS after maxReceiveCount receives (no reason recorded by the consumer)"
+"""The reason of a message SQS moved, when the consumer's failures table has none."""
 
 Kind = Literal["permanent", "transient", "unknown"]
 
@@ -100,9 +114,32 @@ class DeadLetter:
         return dt.datetime.fromtimestamp(int(stamp) / 1000, dt.UTC) if stamp else None
 
     @property
+    def moved_from(self) -> str | None:
+        """The ARN of the queue SQS moved it from, or None when SQS did not move it."""
+        return self.system.get(MOVED_BY_SQS) or None
+
+    def dead_letter_text(self, name: str) -> str | None:
+        """A dead-letter attribute (``replication.reason``...) as the consumer wrote it.
+
+        None on a message SQS moved: the consumer did not send it, so whatever
+        such attribute it carries was set by its sender.
+        """
+        return None if self.moved_from else self.text(name)
+
+    @property
+    def consumer_reason(self) -> str | None:
+        """Why the consumer dead-lettered it, when it did."""
+        return self.dead_letter_text(REASON)
+
+    @property
+    def sender_reason(self) -> str | None:
+        """A ``replication.reason`` on a message SQS moved: set by its sender, not trusted."""
+        return self.text(REASON) if self.moved_from else None
+
+    @property
     def failed_at(self) -> dt.datetime | None:
         """When the consumer dead-lettered it, else when it was sent."""
-        stamp = self.text(FAILED_AT)
+        stamp = self.dead_letter_text(FAILED_AT)
         if stamp:
             try:
                 return dt.datetime.fromisoformat(stamp)
@@ -113,7 +150,7 @@ class DeadLetter:
     @property
     def source_message_id(self) -> str:
         """Its message id in the source queue (SQS keeps the id when it redrives)."""
-        return self.text(MESSAGE_ID) or self.message_id
+        return self.dead_letter_text(MESSAGE_ID) or self.message_id
 
     @property
     def replays(self) -> int:
@@ -140,6 +177,8 @@ class Described:
     subject: str | None
     pointer: str | None = None
     """``s3://bucket/key`` when the event was offloaded (not fetched here)."""
+    sender_reason: str | None = None
+    """A ``replication.reason`` the consumer did not write (see the module docstring)."""
 
     @property
     def entity(self) -> str:
@@ -171,14 +210,17 @@ def describe(
     """Read ``letter`` (dead-lettered from ``source_queue``, a queue of ``info``).
 
     With ``fields`` (what the consumer mirrors) the event is read as the
-    consumer reads it: other fields, known or not, are not checked.
+    consumer reads it: other fields, known or not, are not checked. A letter
+    SQS moved names its source queue itself.
     """
-    reason = letter.text(REASON)
+    if letter.moved_from:
+        source_queue = letter.moved_from.rpartition(":")[2] or source_queue
+    reason = letter.consumer_reason
     kind: Kind
     receive_count: int | None
     if reason is not None:
         kind = "permanent"
-        count = letter.text(RECEIVE_COUNT)
+        count = letter.dead_letter_text(RECEIVE_COUNT)
         receive_count = int(count) if count and count.isdigit() else None
     elif recorded is not None:
         kind = "transient" if recorded.kind == "transient" else "permanent"
@@ -186,10 +228,7 @@ def describe(
         receive_count = recorded.receive_count
     else:
         kind = "unknown"
-        reason = (
-            "moved by SQS after too many receives; no reason recorded (the consumer's "
-            "failures table has none, or was not read)"
-        )
+        reason = UNRECORDED
         receive_count = None
     event = problem = subject = pointer = None
     try:
@@ -207,7 +246,17 @@ def describe(
     if subject is None:
         subject = _raw_subject(letter.body)
     return Described(
-        letter, source_queue, info, reason, kind, receive_count, event, problem, subject, pointer
+        letter,
+        source_queue,
+        info,
+        reason,
+        kind,
+        receive_count,
+        event,
+        problem,
+        subject,
+        pointer,
+        letter.sender_reason,
     )
 
 
@@ -228,22 +277,52 @@ def _raw_subject(body: str) -> str | None:
     return subject if isinstance(subject, str) else None
 
 
-def masked_document(body: str, info: ContractInfo, *, show_pii: bool) -> dict[str, Any] | None:
-    """The change event as JSON with ``pii`` fields masked; None when the body is not JSON.
+def masked_document(
+    body: str,
+    info: ContractInfo,
+    *,
+    show_pii: bool,
+    contracts: ContractRegistry = registry,
+) -> dict[str, Any] | None:
+    """The change event as JSON with ``pii`` and unknown fields masked; None when not JSON.
 
-    Works on events that do not validate too, so on-call can read what is wrong
-    without seeing personal data.
+    The data is masked by the contract the event names (``info`` when it is
+    the DLQ's own, else one of ``contracts``): pii fields at any depth, and
+    every field that contract does not declare, are shown as ``***``. The data
+    of a contract nobody here knows is masked field by field, and so is an
+    attribute that is not a CloudEvents attribute of a change event. The
+    subject (the key, never pii) is shown. Works on events that do not
+    validate too, so on-call can read what is wrong without seeing personal data.
     """
     document = _document(body)
-    if document is None:
-        return None
-    data = document.get("data")
-    if not show_pii and isinstance(data, dict):
-        document["data"] = {
-            name: (MASK if name in info.pii_fields and value is not None else value)
-            for name, value in data.items()
-        }
-    return document
+    if document is None or show_pii:
+        return document
+    masked: dict[str, Any] = {}
+    for name, value in document.items():
+        if name == "data":
+            try:
+                masked[name] = masked_json(value, _data_mask(document, info, contracts), MASK)
+            except RecursionError:
+                masked[name] = MASK
+        elif name in REQUIRED_ATTRIBUTES or value is None:
+            masked[name] = value
+        else:
+            masked[name] = MASK
+    return masked
+
+
+def _data_mask(document: dict[str, Any], info: ContractInfo, contracts: ContractRegistry) -> Mask:
+    """The mask of the data of the contract ``document`` names."""
+    schema = document.get("dataschema")
+    if schema == info.contract_id:
+        return info.mask
+    if isinstance(schema, str) and schema.startswith("contract:"):
+        entity, _, major = schema.removeprefix("contract:").rpartition("/v")
+        if major.isdigit() and len(major) < 10:
+            found = contracts.find(entity, int(major))
+            if found is not None:
+                return found.mask
+    return UNKNOWN_MODEL
 
 
 def replay_attributes(letter: DeadLetter) -> dict[str, dict[str, Any]]:
@@ -262,14 +341,14 @@ def replay_attributes(letter: DeadLetter) -> dict[str, dict[str, Any]]:
     return kept
 
 
-_RELATIVE = re.compile(r"^(\d+)\s*([smhdw])$")
+_RELATIVE = re.compile(r"(\d+)\s*([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_when(text: str, *, now: dt.datetime | None = None) -> dt.datetime:
     """An ISO 8601 time (UTC if no offset) or a duration ago: ``30m``, ``2h``, ``7d``."""
     text = text.strip()
-    relative = _RELATIVE.match(text)
+    relative = _RELATIVE.fullmatch(text)
     if relative:
         seconds = int(relative.group(1)) * _UNITS[relative.group(2)]
         return (now or dt.datetime.now(dt.UTC)) - dt.timedelta(seconds=seconds)

@@ -2,13 +2,14 @@
 
 Reading a queue is receiving with a visibility timeout and then making the
 messages visible again; nothing here deletes a message that was not handed
-over first. SQS limits are enforced here (10 entries per batch call, 256 KiB
-per send batch) because the local emulator does not enforce all of them.
+over first. SQS limits are enforced here (10 entries per batch call) because
+the local emulator does not enforce all of them; sending goes through
+:mod:`replication.sqs_send`, as the consumer's dead letters do.
 """
 
 from __future__ import annotations
 
-__all__ = ["Depth", "Outgoing", "QueueNotFoundError", "Queues", "Scan"]
+__all__ = ["MAX_BATCH", "Depth", "Outgoing", "QueueNotFoundError", "Queues", "Scan"]
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -17,9 +18,8 @@ from typing import Any
 from replication.awsenv import aws_errors, error_code
 from replication.dlq.messages import DeadLetter
 from replication.errors import ConfigurationError
+from replication.sqs_send import MAX_BATCH, Outgoing, send_batches
 
-MAX_BATCH = 10
-MAX_BATCH_BYTES = 256 * 1024
 _NOT_FOUND = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
 
 
@@ -39,29 +39,6 @@ class Depth:
     def total(self) -> int:
         """Every message the queue holds."""
         return self.visible + self.in_flight + self.delayed
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    """A message to send: ``key`` names it in the returned problems."""
-
-    key: str
-    body: str
-    attributes: dict[str, dict[str, Any]]
-    group_id: str | None = None
-    deduplication_id: str | None = None
-
-    @property
-    def size(self) -> int:
-        """Bytes SQS counts against the batch limit (body, attribute names, types, values)."""
-        size = len(self.body.encode())
-        for name, value in self.attributes.items():
-            size += len(name.encode()) + len(value["DataType"].encode())
-            if "StringValue" in value:
-                size += len(value["StringValue"].encode())
-            if "BinaryValue" in value:
-                size += len(value["BinaryValue"])
-        return size
 
 
 @dataclass(frozen=True)
@@ -202,47 +179,12 @@ class Queues:
 
     def send(self, name: str, messages: Sequence[Outgoing]) -> dict[str, str]:
         """Send ``messages`` in order; returns problems by key (the rest were sent)."""
-        problems: dict[str, str] = {}
         with aws_errors(f"sending to queue {name}"):
-            url = self.url(name)
-            for chunk in _batches(messages):
-                entries = []
-                for n, message in enumerate(chunk):
-                    entry: dict[str, Any] = {"Id": str(n), "MessageBody": message.body}
-                    if message.attributes:
-                        entry["MessageAttributes"] = message.attributes
-                    if message.group_id is not None:
-                        entry["MessageGroupId"] = message.group_id
-                    if message.deduplication_id is not None:
-                        entry["MessageDeduplicationId"] = message.deduplication_id
-                    entries.append(entry)
-                try:
-                    response = self.sqs.send_message_batch(QueueUrl=url, Entries=entries)
-                except Exception as exc:
-                    if error_code(exc) is None:
-                        raise
-                    problems.update({m.key: str(exc) for m in chunk})
-                    continue
-                for failed in response.get("Failed", []):
-                    message = chunk[int(failed["Id"])]
-                    problems[message.key] = f"{failed.get('Code')}: {failed.get('Message')}"
-        return problems
+            return send_batches(
+                self.sqs, self.url(name), messages, reported=lambda exc: error_code(exc) is not None
+            )
 
     def purge(self, name: str) -> None:
         """Delete every message of the queue (PurgeQueue)."""
         with aws_errors(f"purging queue {name}"):
             self.sqs.purge_queue(QueueUrl=self.url(name))
-
-
-def _batches(messages: Sequence[Outgoing]) -> Iterable[list[Outgoing]]:
-    """Runs of at most 10 messages and 256 KiB, in order."""
-    chunk: list[Outgoing] = []
-    size = 0
-    for message in messages:
-        if chunk and (len(chunk) == MAX_BATCH or size + message.size > MAX_BATCH_BYTES):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(message)
-        size += message.size
-    if chunk:
-        yield chunk

@@ -37,7 +37,7 @@ from alembic.operations import MigrateOperation, Operations, ops
 from alembic.runtime.migration import MigrationContext
 
 from replication.consumer.failures_table import failures_table
-from replication.dburl import sqlalchemy_url
+from replication.dburl import engine_url
 from replication.errors import ConfigurationError
 from replication.manifest import Manifest
 from replication.mirror.evolution import ReviewNotes, review
@@ -100,7 +100,7 @@ def alembic_config(
     folder.mkdir(parents=True, exist_ok=True)
     config.set_main_option("script_location", str(script_location))
     config.set_main_option("version_locations", str(folder))
-    config.set_main_option("sqlalchemy.url", sqlalchemy_url(url).replace("%", "%%"))
+    config.set_main_option("sqlalchemy.url", engine_url(url).replace("%", "%%"))
     config.attributes["replication.manifest"] = manifest
     config.attributes["replication.metadata"] = service_metadata(manifest)
     config.attributes["replication.notes"] = ReviewNotes()

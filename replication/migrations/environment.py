@@ -17,7 +17,7 @@ from alembic import context
 from sqlalchemy import engine_from_config, pool
 
 from replication.consumer.database import url_for
-from replication.dburl import sqlalchemy_url
+from replication.dburl import engine_url
 from replication.manifest import load_manifest
 from replication.migrations import revision_processor, service_metadata
 from replication.mirror.evolution import ReviewNotes
@@ -33,7 +33,7 @@ def _options() -> dict[str, Any]:
             raise SystemExit("give the service's manifest: alembic -x manifest=replication.yaml")
         manifest = load_manifest(Path(arguments["manifest"]))
         metadata = service_metadata(manifest)
-        url = sqlalchemy_url(url_for(manifest))
+        url = engine_url(url_for(manifest))
         config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     assert metadata is not None
     return {

@@ -28,6 +28,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from replication.errors import ConfigurationError
 from replication.events import ChangeEvent
 from replication.mirror.decide import ApplyResult, reduce_batch
 from replication.mirror.statements import MirrorStatements
@@ -146,14 +147,14 @@ def refresh_changes(
     rows = _rows(
         statements, upserts, _unique_stamp(now or dt.datetime.now(dt.UTC)), statements.dialect
     )
-    k, columns, marker = statements.key_count, statements.columns, statements.paramstyle_marker
+    if not statements.refresh_update:
+        raise ConfigurationError(
+            f"the statements of mirror table {statements.table} were rendered before refreshes "
+            "existed: render them again (replication mirrors render)"
+        )
+    k, columns = statements.key_count, statements.columns
     end = len(columns) - _META
-    version, deleted, *stamps = columns[end:]
-    # Quoted: a mirror's table and fields may be named like SQL keywords (order, group).
-    quote = "`{}`" if statements.dialect == "mysql" else '"{}"'
-    sets = ", ".join(f"{quote.format(c)} = {marker}" for c in [*columns[k:end], *stamps])
-    where = " AND ".join(f"{quote.format(c)} = {marker}" for c in [*columns[:k], version, deleted])
-    sql = f"UPDATE {quote.format(statements.table)} SET {sets} WHERE {where}"
+    sql = statements.refresh_update
     written = set()
     cursor = raw.cursor()
     try:

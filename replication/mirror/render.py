@@ -125,6 +125,12 @@ def render_statements(
         guard = f"{t}.{v} < VALUES({v})"
         sets = ", ".join(f"{c} = IF({guard}, VALUES({c}), {c})" for c in [*updated, v])
         suffix = f" ON DUPLICATE KEY UPDATE {sets}"
+    refreshed = [quote(c) for c in (*fields, *meta) if c not in (VERSION, DELETED)]
+    matched = [*qkey, v, d]
+    refresh_update = (
+        f"UPDATE {t} SET {', '.join(f'{c} = {marker}' for c in refreshed)} "
+        f"WHERE {' AND '.join(f'{c} = {marker}' for c in matched)}"
+    )
     select_written = (
         f"SELECT {', '.join(qkey)}, {e}, {d} FROM {t} "
         f"WHERE {a} = {marker} AND ({', '.join(qkey)}) IN "
@@ -149,4 +155,5 @@ def render_statements(
         stage_merge=stage_merge,
         stage_clear=stage_clear,
         bulk_threshold=BULK_THRESHOLD if dialect == "postgresql" else 0,
+        refresh_update=refresh_update,
     )

@@ -41,6 +41,9 @@ class MirrorStatements:
     stage_merge: str
     stage_clear: str
     bulk_threshold: int
+    refresh_update: str = ""
+    """UPDATE of a live row held at exactly the given version (a backfill's or a repair's
+    snapshot): data columns and stamps set, then the key, version and deleted flag matched."""
 
     def to_json(self) -> str:
         """This object as JSON, to render at build time and load at run time."""

@@ -34,12 +34,12 @@ class ClaimedRow:
         return (self.entity, self.subject)
 
 
-_GROUP_ID_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
+_GROUP_ID_RE = re.compile(r"[\x21-\x7e]{1,128}")
 
 
 def group_id(subject: str) -> str:
     """The FIFO message group of a key: the subject, or its hash where SNS would refuse it."""
-    if _GROUP_ID_RE.match(subject):
+    if _GROUP_ID_RE.fullmatch(subject):
         return subject
     return hashlib.sha256(subject.encode()).hexdigest()
 

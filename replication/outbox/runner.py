@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from replication.dburl import sqlalchemy_url
+from replication.dburl import engine_url
 from replication.errors import ConfigurationError
 from replication.manifest import Manifest
 from replication.outbox.publisher import SnsPublisher
@@ -72,7 +72,7 @@ def build_relay(manifest: Manifest, settings: RelaySettings, *, url: str | None 
         payloads = PayloadStore(
             where.session.client("s3"), settings.payload_bucket, owner=manifest.service
         )
-    engine = sa.create_engine(sqlalchemy_url(url or url_for(manifest)), pool_pre_ping=True)
+    engine = sa.create_engine(engine_url(url or url_for(manifest)), pool_pre_ping=True)
     return Relay(
         engine,
         SnsPublisher(where.session.client("sns")),

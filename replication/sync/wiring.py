@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from replication.consumer.database import url_for
-from replication.dburl import sqlalchemy_url
+from replication.dburl import engine_url
 from replication.errors import ConfigurationError
 from replication.manifest import Manifest, MirrorDeclaration, load_manifests
 from replication.sync.reconcile import Reconciliation
@@ -52,7 +52,7 @@ class Pair:
 
 
 def _engine(url: str) -> sa.Engine:
-    engine = sa.create_engine(sqlalchemy_url(url), poolclass=sa.pool.NullPool)
+    engine = sa.create_engine(engine_url(url), poolclass=sa.pool.NullPool)
     if engine.dialect.name not in ("postgresql", "mysql", "mariadb", "sqlite"):
         raise ConfigurationError(
             "backfill and reconcile read PostgreSQL, MySQL/MariaDB or SQLite, "

@@ -19,6 +19,7 @@ from replication.awsenv import error_code, locate
 from replication.topology.model import QueueSpec, TopicSpec, Topology
 from replication.topology.naming import topic_arn
 from replication.topology.policies import (
+    apply_role_arn,
     dlq_attributes,
     publisher_role_arn,
     queue_attributes,
@@ -186,12 +187,14 @@ class AwsTopology:
             changes.append(self._compare("topic", topic.name, wanted, self._topic_live(arn)))
         for queue in topology.queues:
             dlq_arn = self.queue_arn(queue.dlq, queue.account)
-            changes.append(
-                self._compare("dlq", queue.dlq, dlq_attributes(queue), self._queue_live(queue.dlq))
+            role = apply_role_arn(
+                topology.prefix, queue.consumer, queue.account or self.account, self.partition
             )
+            wanted_dlq = dlq_attributes(queue, dlq_arn, role, queue.operators)
+            changes.append(self._compare("dlq", queue.dlq, wanted_dlq, self._queue_live(queue.dlq)))
             own_arn = self.queue_arn(queue.name, queue.account)
             arn = self.topic_arn(topology.topic(queue.entity, queue.version))
-            wanted = queue_attributes(queue, own_arn, arn, dlq_arn)
+            wanted = queue_attributes(queue, own_arn, arn, dlq_arn, queue.operators)
             changes.append(self._compare("queue", queue.name, wanted, self._queue_live(queue.name)))
             live_sub = None
             if self._topic_live(arn) is not None:

@@ -2,17 +2,19 @@
 
 Each function has its own artifact (``replication package``), given as
 ``<Service><Function>CodeKey`` in ``CodeBucket``; its own log group with the
-stack's retention; its database from ``<SERVICE>_DATABASE_SECRET_ARN``; and
-``REPLICATION_PAYLOAD_BUCKET``. Alarms notify ``AlarmTopicArn`` when given.
+stack's retention; its database from ``<SERVICE>_DATABASE_SECRET_ARN``, reached
+over TLS as ``DatabaseTls`` and ``DatabaseCaBundle`` say (:data:`DATABASE_PARAMETERS`);
+and ``REPLICATION_PAYLOAD_BUCKET``. Alarms notify ``AlarmTopicArn`` when given.
 """
 
 from __future__ import annotations
 
-__all__ = ["alarm", "consumer_resources", "relay_resources"]
+__all__ = ["DATABASE_PARAMETERS", "alarm", "consumer_resources", "relay_resources"]
 
 import json
 from typing import Any
 
+from replication.dbtls import CA_BUNDLE_ENV, MODES, PACKAGED_CA_BUNDLE, TLS_ENV
 from replication.manifest import Manifest
 from replication.topology.cfn_common import (
     APPLY_HANDLER,
@@ -160,12 +162,36 @@ def _function(
     }
 
 
+DATABASE_PARAMETERS: dict[str, Any] = {
+    "DatabaseTls": {
+        "Type": "String",
+        "Default": "verify",
+        "AllowedValues": list(MODES),
+        "Description": "TLS of the functions' database connections: verify (certificate "
+        "and host name checked against DatabaseCaBundle), require (encrypted, not "
+        "checked), off (as the server offers; local databases only)",
+    },
+    "DatabaseCaBundle": {
+        "Type": "String",
+        "Default": PACKAGED_CA_BUNDLE,
+        "Description": "PEM file of the CA certificates of the databases (for RDS its "
+        "global-bundle.pem), in the function's artifact: replication package "
+        f"--database-ca-bundle puts one at {PACKAGED_CA_BUNDLE}. Empty: the system's CA "
+        "certificates",
+    },
+}
+"""The template's parameters for the TLS of every function's database connections."""
+
+
 def _environment(manifest: Manifest) -> dict[str, Any]:
-    """What a service's functions are told: the manifest, the prefix, the secret, the bucket."""
+    """What a service's functions are told: the manifest, the prefix, the secret, the bucket,
+    and how their database connections are secured."""
     return {
         "REPLICATION_MANIFEST": f"{manifest.service}/replication.yaml",
         "REPLICATION_PREFIX": {"Ref": "Prefix"},
         manifest.database_secret_env: {"Ref": f"{logical(manifest.service)}DatabaseSecretArn"},
+        TLS_ENV: {"Ref": "DatabaseTls"},
+        CA_BUNDLE_ENV: {"Ref": "DatabaseCaBundle"},
         "REPLICATION_PAYLOAD_BUCKET": {"Ref": PAYLOAD_BUCKET},
     }
 
@@ -232,8 +258,17 @@ def relay_resources(
 
 
 def consumer_resources(
-    resources: dict[str, Any], manifest: Manifest, queues: list[QueueSpec], settings: RenderSettings
+    resources: dict[str, Any],
+    manifest: Manifest,
+    queues: list[QueueSpec],
+    settings: RenderSettings,
+    owner_accounts: dict[str, str] | None = None,
 ) -> None:
+    """The apply function of ``manifest``'s service, its role, mappings and alarms.
+
+    ``owner_accounts`` names the account of each owner whose topics are in another
+    account: the function checks an SNS envelope's topic by its full ARN.
+    """
     service = logical(manifest.service)
     role = f"{service}ApplyRole"
     bases = [logical(q.consumer, q.entity, f"v{q.version}") for q in queues]
@@ -258,6 +293,8 @@ def consumer_resources(
     owners = [q.entity.split(".", 1)[0] for q in queues]
     statements.append(payload_statement("s3:GetObject", owners))
     _role(resources, role, statements, manifest.service)
+    # Named: the DLQs' policies admit this role (and the operators) only.
+    resources[role]["Properties"]["RoleName"] = sub(f"${{Prefix}}-{manifest.service}-apply")
     function = f"{service}ApplyFunction"
     _function(
         resources,
@@ -266,7 +303,7 @@ def consumer_resources(
         APPLY_HANDLER,
         role,
         settings.apply_timeout,
-        _environment(manifest),
+        {**_environment(manifest), **_owner_accounts(owner_accounts or {})},
         settings,
         concurrency=settings.max_concurrency * len(queues),
     )
@@ -299,6 +336,13 @@ def consumer_resources(
             _queue_metric(f"{base}Queue", "ApproximateAgeOfOldestMessage"),
             settings.dlq_age_alarm_seconds,
         )
+
+
+def _owner_accounts(accounts: dict[str, str]) -> dict[str, str]:
+    """``REPLICATION_OWNER_ACCOUNTS`` when some owner's topics are in another account."""
+    if not accounts:
+        return {}
+    return {"REPLICATION_OWNER_ACCOUNTS": ",".join(f"{s}={a}" for s, a in sorted(accounts.items()))}
 
 
 def _published(resources: dict[str, Any], function: str, settings: RenderSettings) -> Any:

@@ -26,10 +26,20 @@ from replication.topology.cfn_common import (
     logical,
     sub,
 )
-from replication.topology.cfn_functions import consumer_resources, relay_resources
+from replication.topology.cfn_functions import (
+    DATABASE_PARAMETERS,
+    consumer_resources,
+    relay_resources,
+)
 from replication.topology.cfn_storage import payload_bucket
 from replication.topology.model import DLQ_RETENTION_SECONDS, QueueSpec, TopicSpec, build_topology
-from replication.topology.policies import QUEUE_RETENTION_SECONDS, SNS_MANAGED_KEY
+from replication.topology.naming import PREFIX_RE, TEMPLATE_PREFIX
+from replication.topology.policies import (
+    QUEUE_RETENTION_SECONDS,
+    SNS_MANAGED_KEY,
+    dlq_statements,
+    queue_statements,
+)
 
 
 def render_templates(
@@ -42,7 +52,7 @@ def render_templates(
             f"SnapStart runs Python 3.12 and newer, not {settings.runtime}: "
             "package and render for --python 3.12"
         )
-    topology = build_topology(manifests, prefix="${Prefix}")
+    topology = build_topology(manifests, prefix=TEMPLATE_PREFIX)
     _check_logical_ids(topology.topics, topology.queues, manifests)
     accounts = sorted({m.account or DEFAULT_ACCOUNT for m in manifests})
     by_service = {m.service: m for m in manifests}
@@ -92,7 +102,7 @@ def _parameters(services: list[Manifest]) -> dict[str, Any]:
         "Prefix": {
             "Type": "String",
             "Default": "dev",
-            "AllowedPattern": "^[a-z][a-z0-9-]{0,19}$",
+            "AllowedPattern": f"^{PREFIX_RE.pattern}$",
             "Description": "Environment prefix of every resource name",
         },
         "CodeBucket": {
@@ -120,6 +130,7 @@ def _parameters(services: list[Manifest]) -> dict[str, Any]:
             "Default": "",
             "Description": "Security groups of the functions, with SubnetIds",
         },
+        **DATABASE_PARAMETERS,
     }
     for manifest in services:
         for function, has in (("Relay", manifest.owns), ("Apply", manifest.mirrors)):
@@ -150,15 +161,12 @@ def _template(
     local_topics = [t for t in topics if t.owner in names]
     local_queues = [q for q in queues if q.consumer in names]
     for topic in local_topics:
-        subscribers = sorted(
-            {
-                account
-                for q in queues
-                if q.topic == topic.name
-                and (account := by_service[q.consumer].account) is not None
-                and account != by_service[topic.owner].account
-            }
-        )
+        owner_account = by_service[topic.owner].account
+        subscribers: dict[str, list[str]] = {}
+        for q in queues:
+            account = by_service[q.consumer].account
+            if q.topic == topic.name and account is not None and account != owner_account:
+                subscribers.setdefault(account, []).append(q.name)
         _topic(resources, topic, subscribers)
     for queue in local_queues:
         _queue(resources, queue, topics, by_service, settings)
@@ -173,11 +181,20 @@ def _template(
                 settings,
             )
         if manifest.mirrors:
+            owners = {d.contract.owner for d in manifest.mirrors}
+            accounts = {
+                owner: account
+                for owner in owners
+                if owner in by_service
+                and (account := by_service[owner].account) is not None
+                and account != manifest.account
+            }
             consumer_resources(
                 resources,
                 manifest,
                 [q for q in local_queues if q.consumer == manifest.service],
                 settings,
+                accounts,
             )
     outputs = {
         f"{logical(t.entity, f'v{t.version}')}TopicArn": {
@@ -201,7 +218,9 @@ def _template(
     return template
 
 
-def _topic(resources: dict[str, Any], topic: TopicSpec, subscriber_accounts: list[str]) -> None:
+def _topic(resources: dict[str, Any], topic: TopicSpec, subscribers: dict[str, list[str]]) -> None:
+    """The topic and its policy: the owner's relay publishes; each consumer account in
+    ``subscribers`` (account -> its queue names) may subscribe those queues, and only them."""
     topic_id = logical(topic.entity, f"v{topic.version}", "Topic")
     properties: dict[str, Any] = {
         "TopicName": sub(topic.name),
@@ -211,42 +230,37 @@ def _topic(resources: dict[str, Any], topic: TopicSpec, subscriber_accounts: lis
         properties["FifoTopic"] = True
     resources[topic_id] = {"Type": "AWS::SNS::Topic", "Properties": properties}
     role = f"{logical(topic.owner)}RelayRole"
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": "OwnerPublishes",
+            "Effect": "Allow",
+            "Principal": {"AWS": arn(role)},
+            "Action": "sns:Publish",
+            "Resource": {"Ref": topic_id},
+        }
+    ]
+    for account, names in sorted(subscribers.items()):
+        # Not the whole account: any principal there could attach a queue of its own
+        # and read every event. Each consumer account subscribes its own queues only.
+        endpoints = [
+            sub(f"arn:${{AWS::Partition}}:sqs:${{AWS::Region}}:{account}:{name}")
+            for name in sorted(names)
+        ]
+        statements.append(
+            {
+                "Sid": f"Account{account}SubscribesItsQueues",
+                "Effect": "Allow",
+                "Principal": {"AWS": sub(f"arn:${{AWS::Partition}}:iam::{account}:root")},
+                "Action": "sns:Subscribe",
+                "Resource": {"Ref": topic_id},
+                "Condition": {"StringEquals": {"sns:Protocol": "sqs", "sns:Endpoint": endpoints}},
+            }
+        )
     resources[f"{topic_id}Policy"] = {
         "Type": "AWS::SNS::TopicPolicy",
         "Properties": {
             "Topics": [{"Ref": topic_id}],
-            "PolicyDocument": {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Sid": "OwnerPublishes",
-                        "Effect": "Allow",
-                        "Principal": {"AWS": arn(role)},
-                        "Action": "sns:Publish",
-                        "Resource": {"Ref": topic_id},
-                    },
-                    *(
-                        [
-                            {
-                                # Consumers in other accounts subscribe their SQS queues.
-                                "Sid": "ConsumerAccountsSubscribe",
-                                "Effect": "Allow",
-                                "Principal": {
-                                    "AWS": [
-                                        sub(f"arn:${{AWS::Partition}}:iam::{a}:root")
-                                        for a in subscriber_accounts
-                                    ]
-                                },
-                                "Action": "sns:Subscribe",
-                                "Resource": {"Ref": topic_id},
-                                "Condition": {"StringEquals": {"sns:Protocol": "sqs"}},
-                            }
-                        ]
-                        if subscriber_accounts
-                        else []
-                    ),
-                ],
-            },
+            "PolicyDocument": {"Version": "2012-10-17", "Statement": statements},
         },
     }
 
@@ -295,22 +309,25 @@ def _queue(
             **fifo,
         },
     }
+    operators = by_service[queue.consumer].operator_roles
     resources[f"{base}QueuePolicy"] = {
         "Type": "AWS::SQS::QueuePolicy",
         "Properties": {
             "Queues": [{"Ref": f"{base}Queue"}],
             "PolicyDocument": {
                 "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Sid": "TopicDelivers",
-                        "Effect": "Allow",
-                        "Principal": {"Service": "sns.amazonaws.com"},
-                        "Action": "sqs:SendMessage",
-                        "Resource": arn(f"{base}Queue"),
-                        "Condition": {"ArnEquals": {"aws:SourceArn": topic_ref}},
-                    }
-                ],
+                "Statement": queue_statements(arn(f"{base}Queue"), topic_ref, operators),
+            },
+        },
+    }
+    apply_role = arn(f"{logical(queue.consumer)}ApplyRole")
+    resources[f"{base}DlqPolicy"] = {
+        "Type": "AWS::SQS::QueuePolicy",
+        "Properties": {
+            "Queues": [{"Ref": f"{base}Dlq"}],
+            "PolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": dlq_statements(arn(f"{base}Dlq"), apply_role, operators),
             },
         },
     }

@@ -69,6 +69,8 @@ class QueueSpec:
     max_receive_count: int
     filter_policy: dict[str, Any] | None = field(default=None, hash=False, compare=True)
     account: str | None = None
+    operators: tuple[str, ...] = ()
+    """Roles that may send to the queue and its DLQ besides the topic and the consumer."""
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,7 @@ def build_topology(manifests: Iterable[Manifest], *, prefix: str = DEFAULT_PREFI
                     max_receive_count=mirror.max_receive_count,
                     filter_policy=mirror.filter_policy,
                     account=manifest.account,
+                    operators=manifest.operator_roles,
                 )
             )
     names = [q.name for q in queues] + [t.name for t in topics.values()]

@@ -1,24 +1,36 @@
 """Resource policies and attributes of the topology, as plain JSON-able data.
 
 Security defaults (ARCHITECTURE section 5): topics and queues encrypted at
-rest; a queue admits messages only from its topic (``aws:SourceArn``); a
-topic admits publishing only from its owner's relay role.
+rest; a queue admits messages only from its topic (``aws:SourceArn``) and the
+operator roles its consumer's manifest names, and denies everyone else, even
+principals of its own account whose identity policies would allow it; a DLQ
+admits messages only from its consumer's apply function and those operators;
+a topic admits publishing only from its owner's relay role.
+
+The statements are built here once, for ``topology apply`` (plain ARNs) and
+for the rendered template (CloudFormation references in place of ARNs), so
+what is deployed either way denies the same senders.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "SNS_MANAGED_KEY",
+    "apply_role_arn",
     "dlq_attributes",
+    "dlq_policy",
+    "dlq_statements",
     "publisher_role_arn",
     "queue_attributes",
     "queue_policy",
+    "queue_statements",
     "subscription_attributes",
     "topic_attributes",
     "topic_policy",
 ]
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from replication.topology.model import DLQ_RETENTION_SECONDS, QueueSpec, TopicSpec
@@ -49,21 +61,97 @@ def topic_policy(topic_arn: str, publisher_role: str) -> dict[str, Any]:
     }
 
 
-def queue_policy(queue_arn: str, topic_arn: str) -> dict[str, Any]:
-    """Only the queue's topic may send to it."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "TopicDelivers",
-                "Effect": "Allow",
-                "Principal": {"Service": "sns.amazonaws.com"},
-                "Action": "sqs:SendMessage",
-                "Resource": queue_arn,
-                "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
-            }
-        ],
-    }
+def apply_role_arn(prefix: str, service: str, account: str, partition: str = "aws") -> str:
+    """The role the consumer's apply function runs with (it sends poison to the DLQs)."""
+    return f"arn:{partition}:iam::{account}:role/{prefix}-{service}-apply"
+
+
+def _operator_accounts(operators: Sequence[str]) -> list[str]:
+    """The account root of each operator role's account, once each, in order."""
+    roots = []
+    for role in operators:
+        partition, account = role.split(":")[1], role.split(":")[4]
+        root = f"arn:{partition}:iam::{account}:root"
+        if root not in roots:
+            roots.append(root)
+    return roots
+
+
+def _operators_send(resource: Any, operators: Sequence[str]) -> list[dict[str, Any]]:
+    """Allow the operator roles to send (needed when they live in another account)."""
+    if not operators:
+        return []
+    return [
+        {
+            "Sid": "OperatorsSend",
+            "Effect": "Allow",
+            "Principal": {"AWS": _operator_accounts(operators)},
+            "Action": "sqs:SendMessage",
+            "Resource": resource,
+            "Condition": {"ArnEquals": {"aws:PrincipalArn": list(operators)}},
+        }
+    ]
+
+
+def queue_statements(queue: Any, topic: Any, operators: Sequence[str]) -> list[dict[str, Any]]:
+    """A queue's policy statements: its topic delivers, operators send, nobody else does.
+
+    ``queue`` and ``topic`` are ARNs, or the template's references to them. A
+    negated condition holds when its key is absent, so the deny catches a direct
+    SendMessage (no ``aws:SourceArn``) from any principal that is not an operator,
+    and a delivery from any other topic or service.
+    """
+    unless: dict[str, Any] = {"aws:SourceArn": topic}
+    if operators:
+        unless["aws:PrincipalArn"] = list(operators)
+    return [
+        {
+            "Sid": "TopicDelivers",
+            "Effect": "Allow",
+            "Principal": {"Service": "sns.amazonaws.com"},
+            "Action": "sqs:SendMessage",
+            "Resource": queue,
+            "Condition": {"ArnEquals": {"aws:SourceArn": topic}},
+        },
+        *_operators_send(queue, operators),
+        {
+            "Sid": "NobodyElseSends",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "sqs:SendMessage",
+            "Resource": queue,
+            "Condition": {"ArnNotEquals": unless},
+        },
+    ]
+
+
+def dlq_statements(dlq: Any, apply_role: Any, operators: Sequence[str]) -> list[dict[str, Any]]:
+    """A DLQ's policy statements: only the apply function and the operators send.
+
+    SQS's own move of a message after ``maxReceiveCount`` receives is not a
+    SendMessage call and is not affected.
+    """
+    return [
+        *_operators_send(dlq, operators),
+        {
+            "Sid": "OnlyTheConsumerSends",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "sqs:SendMessage",
+            "Resource": dlq,
+            "Condition": {"ArnNotEquals": {"aws:PrincipalArn": [apply_role, *operators]}},
+        },
+    ]
+
+
+def queue_policy(queue_arn: str, topic_arn: str, operators: Sequence[str] = ()) -> dict[str, Any]:
+    """Only the queue's topic and the operator roles may send to it."""
+    return {"Version": "2012-10-17", "Statement": queue_statements(queue_arn, topic_arn, operators)}
+
+
+def dlq_policy(dlq_arn: str, apply_role: str, operators: Sequence[str] = ()) -> dict[str, Any]:
+    """Only the consumer's apply function and the operator roles may send to the DLQ."""
+    return {"Version": "2012-10-17", "Statement": dlq_statements(dlq_arn, apply_role, operators)}
 
 
 def topic_attributes(topic: TopicSpec, topic_arn: str, publisher_role: str) -> dict[str, str]:
@@ -78,7 +166,11 @@ def topic_attributes(topic: TopicSpec, topic_arn: str, publisher_role: str) -> d
 
 
 def queue_attributes(
-    queue: QueueSpec, queue_arn: str, topic_arn: str, dlq_arn: str
+    queue: QueueSpec,
+    queue_arn: str,
+    topic_arn: str,
+    dlq_arn: str,
+    operators: Sequence[str] = (),
 ) -> dict[str, str]:
     """The queue's attributes as SQS takes them."""
     attributes = {
@@ -89,18 +181,21 @@ def queue_attributes(
             {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": queue.max_receive_count},
             sort_keys=True,
         ),
-        "Policy": json.dumps(queue_policy(queue_arn, topic_arn), sort_keys=True),
+        "Policy": json.dumps(queue_policy(queue_arn, topic_arn, operators), sort_keys=True),
     }
     if queue.fifo:
         attributes["FifoQueue"] = "true"
     return attributes
 
 
-def dlq_attributes(queue: QueueSpec) -> dict[str, str]:
-    """The dead-letter queue's attributes: encrypted, 14 days' retention."""
+def dlq_attributes(
+    queue: QueueSpec, dlq_arn: str, apply_role: str, operators: Sequence[str] = ()
+) -> dict[str, str]:
+    """The dead-letter queue's attributes: encrypted, 14 days' retention, its senders."""
     attributes = {
         "SqsManagedSseEnabled": "true",
         "MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS),
+        "Policy": json.dumps(dlq_policy(dlq_arn, apply_role, operators), sort_keys=True),
     }
     if queue.fifo:
         attributes["FifoQueue"] = "true"

@@ -86,14 +86,18 @@ def add_commands(groups: Any) -> None:
 
     show = commands.add_parser(
         "show",
-        help="the dead-lettered change events, with reasons; pii fields masked",
+        help="the dead-lettered change events, with reasons; pii and undeclared fields masked",
         epilog="Example: replication dlq show --service orders --reason 'missing column' "
         "--since 2h",
     )
     _common(show, service_required=False)
     _filters(show)
     show.add_argument("--limit", type=int, default=50, help="messages shown (default 50)")
-    show.add_argument("--show-pii", action="store_true", help="do not mask fields marked pii")
+    show.add_argument(
+        "--show-pii",
+        action="store_true",
+        help="show the event as it is: fields marked pii and fields its contract does not declare",
+    )
     show.add_argument("--json", action="store_true", help="one JSON object per line")
     show.set_defaults(func=cmd_show)
 

@@ -35,6 +35,11 @@ def cmd_list(args: argparse.Namespace) -> int:
             )
             for kind, reason, count in summary.reasons:
                 print(f"    {count:>5}  {kind:<9}  {reason}")
+            if summary.sender_reasons:
+                print(
+                    f"    ({summary.sender_reasons} moved by SQS carry a replication.reason set "
+                    "by their sender, not by the consumer: dlq show prints it apart)"
+                )
             if not summary.complete and summary.depth:
                 print(
                     f"    (read {summary.read} of {summary.depth}: "
@@ -64,6 +69,7 @@ def _show_record(item: Any, *, show_pii: bool) -> dict[str, Any]:
         "key": item.subject,
         "kind": item.kind,
         "reason": item.reason,
+        "sender_reason": item.sender_reason,
         "receive_count": item.receive_count,
         "failed_at": item.when.isoformat() if item.when else None,
         "sent_at": letter.sent_at.isoformat() if letter.sent_at else None,
@@ -110,6 +116,11 @@ def cmd_show(args: argparse.Namespace) -> int:
                 + (f"  group {record['group_id']}" if record["group_id"] else "")
             )
             print(f"  reason: {record['reason']}")
+            if record["sender_reason"] is not None:
+                print(
+                    "  replication.reason set by its sender (untrusted, not the consumer's): "
+                    f"{record['sender_reason']!r}"
+                )
             if record["offloaded"]:
                 print(f"  event: offloaded to {record['offloaded']}")
             elif record["event"] is not None:
