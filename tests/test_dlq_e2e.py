@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ from replication.mirror.tables import mirror_table
 from tests.aws import MotoServer, moto_server
 from tests.e2e_support import ROOT, World, orders_runner, service_url, world_on
 from tests.e2e_support import run_cli as cli
+from tests.request_gate import Halt, RequestGate
 
 pytestmark = pytest.mark.postgresql
 
@@ -91,6 +93,25 @@ def consume_until_source_empty(world: World, timeout: float = 60) -> None:
             return
         time.sleep(0.3)
     raise AssertionError(f"queue not empty: {world.queue_depths()}")
+
+
+def settle(world: World, timeout: float = 30) -> None:
+    """Wait until nothing of the customer queue or its DLQ is in flight.
+
+    What a killed replay had received comes back once its visibility timeout runs out.
+    """
+    sqs = world.moto.client("sqs")
+    urls = [sqs.get_queue_url(QueueName=name)["QueueUrl"] for name in (QUEUE, DLQ)]
+    deadline = time.monotonic() + timeout
+    while any(
+        sqs.get_queue_attributes(
+            QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
+        )["Attributes"]["ApproximateNumberOfMessagesNotVisible"]
+        != "0"
+        for url in urls
+    ):
+        assert time.monotonic() < deadline, f"still in flight after {timeout} s"
+        time.sleep(0.1)
 
 
 def read_all(world: World, name: str) -> dict[str, dict[str, Any]]:
@@ -270,7 +291,7 @@ def test_dead_letters_are_listed_replayed_by_filter_and_mirrors_converge(
 
 
 def test_an_interrupted_replay_never_loses_a_message(world: World, tmp_path: Path) -> None:
-    """Replays SIGKILLed at random moments, over and over: every message stays somewhere."""
+    """Replays SIGKILLed between any two steps of a move: every message stays somewhere."""
     world.create_customers(30)
     world.relay()
     sqs = world.moto.client("sqs")
@@ -312,29 +333,52 @@ def test_an_interrupted_replay_never_loses_a_message(world: World, tmp_path: Pat
         "--service",
         "orders",
         "--rate",
-        "15",
+        "5",
         "--visibility-timeout",
         "1",
         "--no-move-task",
     ]
-    rng = random.Random(7)
-    mid_move = 0
-    for _ in range(8):
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        time.sleep(rng.uniform(0.8, 3.0))
-        process.kill()
-        process.wait()
-        time.sleep(1.2)  # messages the killed replay held become visible again
-        in_dlq = {event_id(m["body"]) for m in read_all(world, DLQ).values()}
-        in_queue = {event_id(m["body"]) for m in read_all(world, QUEUE).values()}
-        assert events <= in_dlq | in_queue, f"lost: {events - in_dlq - in_queue}"
-        if in_dlq and in_queue and len(in_dlq) < 30:
-            mid_move += 1
-        if not in_dlq:
-            break
+    # At this rate the replay moves five messages at a time: it receives them, sends them to
+    # the source queue, deletes them from the DLQ, receives the next five. Each replay is
+    # killed once it has started sending: at that first send, the delete after it or the next
+    # receive, before or after SQS does it; all six, in a random (seeded) order.
+    halts = [
+        Halt("SendMessageBatch", offset, done) for offset in range(3) for done in (False, True)
+    ]
+    random.Random(7).shuffle(halts)
+    gate = RequestGate(world.moto.endpoint)
+    mid_move = straddled = 0
+    try:
+        for halt in halts:
+            gate.arm(halt)
+            process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env={**env, "AWS_ENDPOINT_URL": gate.endpoint},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            try:
+                held = gate.wait_halted(process)
+            finally:
+                process.kill()
+                _, err = process.communicate(timeout=60)
+                gate.release()
+            assert held is not None, f"the replay ended before {halt}: {err}"
+            assert process.returncode == -signal.SIGKILL, err
+            settle(world)
+            in_dlq = {event_id(m["body"]) for m in read_all(world, DLQ).values()}
+            in_queue = {event_id(m["body"]) for m in read_all(world, QUEUE).values()}
+            assert events <= in_dlq | in_queue, f"lost at {halt}: {events - in_dlq - in_queue}"
+            if in_dlq and in_queue:
+                mid_move += 1
+            if in_dlq & in_queue:
+                straddled += 1
+    finally:
+        gate.close()
     assert mid_move > 0, "no kill landed in the middle of a replay"
+    assert straddled > 0, "no kill landed between a send and its delete"
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert world.queue_depths()[DLQ] == 0
