@@ -19,8 +19,11 @@ from typing import Any
 import pytest
 
 from contracts.crm import Customer
+from replication.consumer.dead_letters import DEAD_LETTER_ATTRIBUTES, REASON
+from replication.dlq.archive import FORMAT, read_archive
 from replication.dlq.inspect import Inspector, Target, summarise
 from replication.dlq.messages import (
+    MOVED_BY_SQS,
     UNRECORDED,
     DeadLetter,
     FailureRecord,
@@ -231,3 +234,38 @@ def test_a_reason_filter_selects_nothing_by_what_a_sender_wrote(sqs_via_proxy: A
     code, out, err = cli("dlq", "show", "--service", "orders", "--reason", "payroll")
     assert code == 0, out + err
     assert "0 message(s) match" in out
+
+
+def test_an_imported_message_sqs_had_moved_loses_its_senders_dead_letter_attributes(
+    tmp_path: Path,
+) -> None:
+    """Imported, a message is new and carries no DeadLetterQueueSourceArn: a planted reason
+    would then read as the consumer's. The import leaves the planted attributes out."""
+    moved, poison = received()
+    path = tmp_path / "export.jsonl"
+    lines = []
+    for letter in (moved, poison):
+        attributes = {
+            name: {"DataType": "String", "StringValue": value["StringValue"]}
+            for name, value in letter.attributes.items()
+            if "StringValue" in value
+        }
+        attributes[REASON] = {"DataType": "String", "StringValue": FORGED}
+        document = {
+            "format": FORMAT,
+            "queue": DLQ,
+            "message_id": letter.message_id,
+            "body": letter.body,
+            "attributes": attributes,
+            "system": letter.system,
+        }
+        lines.append(json.dumps(document))
+    path.write_text("\n".join(lines) + "\n")
+
+    imported_moved, imported_poison = read_archive(path)
+
+    assert MOVED_BY_SQS in moved.system
+    assert MOVED_BY_SQS not in poison.system
+    assert not any(name in imported_moved.attributes for name in DEAD_LETTER_ATTRIBUTES)
+    # Not moved by SQS: kept as exported (the consumer sent it; the DLQ admits no one else).
+    assert imported_poison.attributes[REASON]["StringValue"] == FORGED

@@ -38,7 +38,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn
 
-from replication.dlq.messages import Described
+from replication.consumer.dead_letters import DEAD_LETTER_ATTRIBUTES
+from replication.dlq.messages import MOVED_BY_SQS, Described
 from replication.errors import ConfigurationError
 
 FORMAT = "replication.dlq/1"
@@ -138,12 +139,17 @@ def _parse(number: int, text: str) -> ArchivedMessage:
     if not isinstance(system, dict):
         raise ValueError("system must be an object")
     source = document.get("source_queue")
+    attributes = _attributes_in(document.get("attributes") or {})
+    if MOVED_BY_SQS in system:
+        # SQS moved it: its dead-letter attributes are its sender's. Imported, it would
+        # be a new message without that mark, and they would read as the consumer's.
+        attributes = {k: v for k, v in attributes.items() if k not in DEAD_LETTER_ATTRIBUTES}
     return ArchivedMessage(
         line=number,
         queue=document["queue"],
         message_id=document["message_id"],
         body=document["body"],
-        attributes=_attributes_in(document.get("attributes") or {}),
+        attributes=attributes,
         group_id=system.get("MessageGroupId"),
         source_queue=source if isinstance(source, str) else None,
         raw=text,
