@@ -84,7 +84,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from contracts import Address, Customer, Tier
 from replication.consumer.database import ConnectionSpec, connect, spec_from_url
 from replication.consumer.failures_table import failures_table
-from replication.consumer.handler import ApplyFunction
+from replication.consumer.function import ApplyFunction
 from replication.consumer.observe import Observer
 from replication.consumer.runner import EventSourceRunner, RunnerSettings
 from replication.consumer.wiring import (

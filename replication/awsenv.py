@@ -1,7 +1,8 @@
 """Where the standard AWS configuration points, and what a botocore error says.
 
 boto3 is imported only when a session is asked for, so importing this module
-costs nothing on a Lambda's cold path.
+costs nothing on a Lambda's cold path. Clients come from
+:mod:`replication.aws_clients`.
 """
 
 from __future__ import annotations
@@ -12,16 +13,20 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
+from replication.aws_clients import client, new_session
 from replication.errors import ConfigurationError, UnreachableError
+
+if TYPE_CHECKING:
+    from boto3.session import Session
 
 
 @dataclass(frozen=True)
 class AwsLocation:
     """A boto3 session with the region, account and partition it works in."""
 
-    session: Any
+    session: Session
     region: str
     account: str
     partition: str
@@ -29,16 +34,14 @@ class AwsLocation:
 
 def locate() -> AwsLocation:
     """The session, region, account and partition of the standard AWS configuration."""
-    import boto3
-
-    session = boto3.session.Session()
+    session = new_session()
     region = session.region_name
     if not region:
         raise ConfigurationError(
             "no AWS region configured: set AWS_REGION or AWS_DEFAULT_REGION, or use a profile"
         )
     with aws_errors("finding the AWS account (sts get-caller-identity)"):
-        account = session.client("sts").get_caller_identity()["Account"]
+        account = client("sts", session).get_caller_identity()["Account"]
     return AwsLocation(session, region, account, session.get_partition_for_region(region))
 
 

@@ -48,9 +48,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
+from replication.dialects import dialect_named
+from replication.dialects.mysql import pymysql_ssl
 from replication.errors import ConfigurationError
 
 TLS_ENV = "REPLICATION_DATABASE_TLS"
@@ -62,8 +63,6 @@ artifact (its root, the function's working directory)."""
 
 _PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
 _TLS_WORDS = ("ssl", "tls", "certificate")  # in libpq's and PyMySQL's refusals
-_TRUE = ("true", "yes", "on", "y", "t", "1")  # what SQLAlchemy reads as true in a URL
-_PYMYSQL_FILES = ("ca", "key", "cert", "capath", "cipher")  # the ssl_* SQLAlchemy passes on
 
 
 @dataclass(frozen=True)
@@ -145,35 +144,7 @@ def tls_parameters(dialect: str, given: Mapping[str, str], tls: DatabaseTls) -> 
     """The URL parameters ``tls`` adds to a URL's own ``given``; none where they name their own."""
     if tls.mode == "off":
         return {}
-    if dialect == "postgresql":
-        if "sslmode" in given:
-            return {}
-        if tls.mode == "require":
-            return {"sslmode": "require"}
-        wanted = {"sslmode": "verify-full", "sslrootcert": tls.ca_file}
-        return {k: v for k, v in wanted.items() if k not in given}
-    if dialect == "mysql":
-        if any(k.startswith("ssl") for k in given):
-            return {}
-        if tls.mode == "require":
-            return {"ssl_check_hostname": "false"}
-        return {"ssl_ca": tls.ca_file, "ssl_check_hostname": "true"}
-    return {}
-
-
-def pymysql_ssl(parameters: Mapping[str, str]) -> dict[str, Any] | None:
-    """PyMySQL's ``ssl`` argument from URL parameters, read as SQLAlchemy reads them.
-
-    ``ssl_ca``, ``ssl_capath``, ``ssl_cert``, ``ssl_key``, ``ssl_cipher`` and
-    ``ssl_check_hostname``; None without any. Given any, PyMySQL (1.2 and later)
-    refuses a server that does not offer TLS.
-    """
-    found: dict[str, Any] = {
-        key: parameters[f"ssl_{key}"] for key in _PYMYSQL_FILES if f"ssl_{key}" in parameters
-    }
-    if "ssl_check_hostname" in parameters:
-        found["check_hostname"] = parameters["ssl_check_hostname"].strip().lower() in _TRUE
-    return found or None
+    return dialect_named(dialect).tls_parameters(given, tls.mode, tls.ca_file)
 
 
 def with_tls(url: str, dialect: str, tls: DatabaseTls) -> str:

@@ -26,47 +26,11 @@ __all__ = [
     "with_search_path",
 ]
 
-import importlib.util
 from typing import Any
 
 from replication.dbtls import database_tls, with_tls
-
-_POSTGRESQL_INSTALLED = "postgresql+<installed>"  # psycopg2, else psycopg 3 if only it is there
-_SCHEMES: dict[str, tuple[str, str | None]] = {
-    # scheme: (the project's dialect name, the SQLAlchemy driver it means; None: as written)
-    "postgresql": ("postgresql", _POSTGRESQL_INSTALLED),
-    "postgres": ("postgresql", _POSTGRESQL_INSTALLED),
-    "postgresql+psycopg2": ("postgresql", None),
-    "postgresql+psycopg": ("postgresql", None),
-    "mysql": ("mysql", "mysql+pymysql"),
-    "mysql+pymysql": ("mysql", None),
-    "mariadb": ("mysql", "mariadb+pymysql"),
-    "mariadb+pymysql": ("mysql", None),
-    "sqlite": ("sqlite", None),
-    "sqlite+pysqlite": ("sqlite", None),
-}
-_DBAPI_MODULES = {  # SQLAlchemy's driver name: the DB-API module
-    "psycopg2": "psycopg2",
-    "psycopg": "psycopg",
-    "pymysql": "pymysql",
-    "pysqlite": "sqlite3",
-    "": "sqlite3",  # sqlite:// names no driver
-}
-
-
-def _installed(module: str) -> bool:
-    # find_spec looks the module up without importing it (a driver costs a cold start).
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def _postgresql_driver() -> str:
-    """The driver plain ``postgresql://`` means: psycopg2, else psycopg 3 if only it is there."""
-    if not _installed("psycopg2") and _installed("psycopg"):
-        return "psycopg"
-    return "psycopg2"
+from replication.dialects import Dialect, dialect_for_scheme
+from replication.dialects.base import installed
 
 
 def _scheme(url: str) -> tuple[str, str, str]:
@@ -74,42 +38,40 @@ def _scheme(url: str) -> tuple[str, str, str]:
     return scheme.lower(), sep, rest
 
 
+def _dialect(url: str) -> tuple[Dialect | None, str, str]:
+    """The dialect of ``url``'s scheme (None when it has none the project knows), the
+    scheme and the rest of the URL."""
+    scheme, sep, rest = _scheme(url)
+    return (dialect_for_scheme(scheme) if sep else None), scheme, rest
+
+
 def dialect_of(url: str) -> str | None:
     """``postgresql``, ``mysql`` (MariaDB too) or ``sqlite``; None for other schemes."""
-    scheme, sep, _ = _scheme(url)
-    known = _SCHEMES.get(scheme) if sep else None
-    return known[0] if known else None
-
-
-def _explicit_scheme(scheme: str) -> str | None:
-    known = _SCHEMES.get(scheme)
-    if known is None:
-        return None
-    driver = known[1]
-    if driver == _POSTGRESQL_INSTALLED:
-        return f"postgresql+{_postgresql_driver()}"
-    return driver or scheme
+    dialect, _, _ = _dialect(url)
+    return dialect.name if dialect else None
 
 
 def driver_of(url: str) -> str | None:
     """The DB-API module the project connects ``url`` with (``psycopg2``, ``psycopg``,
     ``pymysql``, ``sqlite3``); None for other schemes."""
-    scheme, sep, _ = _scheme(url)
-    explicit = _explicit_scheme(scheme) if sep else None
-    if explicit is None:
+    dialect, scheme, _ = _dialect(url)
+    if dialect is None:
         return None
-    return _DBAPI_MODULES[explicit.partition("+")[2]]
+    return dialect.dbapi_modules[dialect.explicit_scheme(scheme).partition("+")[2]]
 
 
 def sqlalchemy_url(url: str) -> str:
     """``url`` with the project's driver named; other URLs unchanged."""
-    scheme, sep, rest = _scheme(url)
-    explicit = _explicit_scheme(scheme) if sep else None
-    if explicit is None or explicit == scheme:
+    dialect, scheme, rest = _dialect(url)
+    if dialect is None:
+        return url
+    explicit = dialect.explicit_scheme(scheme)
+    if explicit == scheme:
         return url
     result = f"{explicit}://{rest}"
-    if explicit.endswith("pymysql") and "charset=" not in rest:
-        result += ("&" if "?" in rest else "?") + "charset=utf8mb4"
+    for name, value in dialect.driver_options(explicit.partition("+")[2]).items():
+        if f"{name}=" not in rest:
+            result += ("&" if "?" in result else "?") + f"{name}={value}"
     return result
 
 
@@ -120,10 +82,10 @@ def engine_url(url: str) -> str:
     a URL's own TLS parameters win.
     """
     explicit = sqlalchemy_url(url)
-    dialect = dialect_of(url)
-    if dialect is None or dialect == "sqlite":
+    dialect, _, _ = _dialect(url)
+    if dialect is None or not dialect.has_server:
         return explicit
-    return with_tls(explicit, dialect, database_tls())
+    return with_tls(explicit, dialect.name, database_tls())
 
 
 def with_search_path(url: str, schema: str) -> str:
@@ -155,12 +117,12 @@ def register_drivers() -> None:
         return
     from sqlalchemy.dialects import registry
 
-    if not _installed("MySQLdb") and _installed("pymysql"):
+    if not installed("MySQLdb") and installed("pymysql"):
         from sqlalchemy.dialects.mysql.mariadb import loader
 
         MariaDBDialect_pymysql = loader("pymysql")
         registry.register("mysql", "sqlalchemy.dialects.mysql.pymysql", "dialect")
         registry.register("mariadb", __name__, "MariaDBDialect_pymysql")
-    if not _installed("psycopg") and _installed("psycopg2"):
+    if not installed("psycopg") and installed("psycopg2"):
         registry.register("postgresql", "sqlalchemy.dialects.postgresql.psycopg2", "dialect")
     _registered = True

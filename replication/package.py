@@ -38,6 +38,7 @@ import yaml
 
 from replication.consumer.wiring import STATEMENTS_FILE
 from replication.dbtls import PACKAGED_CA_BUNDLE, ca_bundle_file
+from replication.dialects import dialect_named, registered
 from replication.errors import ConfigurationError
 from replication.manifest import Manifest
 
@@ -51,7 +52,6 @@ UNZIPPED_LIMIT = 250 * 1024 * 1024
 """Lambda: the function and its layers, unzipped."""
 DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024
 """Lambda: a zip uploaded in the API call itself; larger ones go through S3."""
-_DRIVERS = {"postgresql": "postgresql", "mysql": "mysql"}  # dialect: the extra with its driver
 # Never shipped to a function: the demo (and its example lines), caches.
 _LEFT_OUT = ("replication/demo", "__pycache__")
 
@@ -76,9 +76,10 @@ class PackageSettings:
                 f"Python {self.python}: the Lambda runtimes supported are "
                 + ", ".join(f"python{v}" for v in PYTHON_VERSIONS)
             )
-        if self.dialect not in _DRIVERS:
+        packaged = [d.name for d in registered() if d.package_extra]
+        if self.dialect not in packaged:
             raise ConfigurationError(
-                f"dialect {self.dialect!r}: Lambda functions reach postgresql or mysql"
+                f"dialect {self.dialect!r}: Lambda functions reach {' or '.join(packaged)}"
             )
         if self.database_ca_bundle is not None:
             ca_bundle_file(str(self.database_ca_bundle), named_by="--database-ca-bundle")
@@ -101,16 +102,15 @@ class Artifact:
 
 def requirements_for(dialect: str) -> list[str]:
     """The library's own requirements, plus the driver of ``dialect``, as pip reads them."""
+    database = dialect_named(dialect)
     found = []
     for requirement in importlib.metadata.requires("replication") or []:
         spec, _, marker = requirement.partition(";")
         marker = marker.replace(" ", "").replace("'", '"')
-        if not marker or marker == f'extra=="{_DRIVERS[dialect]}"':
+        if not marker or marker == f'extra=="{database.package_extra}"':
             found.append(spec.strip())
-    if dialect == "postgresql":
-        # psycopg2 is what the apply and the relay open; psycopg 3 only serves owners' code.
-        found = [r for r in found if not r.startswith("psycopg[")]
-    return found
+    # Drivers of the extra a function never opens (psycopg 3: only owners' code uses it).
+    return [r for r in found if not any(r.startswith(u) for u in database.unpackaged)]
 
 
 def _install(target: Path, settings: PackageSettings, requirements: list[str]) -> None:

@@ -28,7 +28,10 @@ __all__ = [
 ]
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 POINTER_CLASS = "software.amazon.payloadoffloading.PayloadS3Pointer"
 EXTENDED_SIZE_ATTRIBUTE = "ExtendedPayloadSize"
@@ -85,7 +88,7 @@ def is_pointer(body: str) -> bool:
 class PayloadStore:
     """Stores offloaded payloads in one S3 bucket (:func:`resolve_payload` reads them)."""
 
-    def __init__(self, s3_client: Any, bucket: str, *, owner: str) -> None:
+    def __init__(self, s3_client: S3Client, bucket: str, *, owner: str) -> None:
         self._s3 = s3_client
         self.bucket = bucket
         # Consumers read only under the owner's prefix: every writer uses it.
@@ -103,7 +106,7 @@ class PayloadStore:
         return make_pointer(self.bucket, key)
 
 
-def resolve_payload(body: str, s3_client: Any) -> str:
+def resolve_payload(body: str, s3_client: S3Client) -> str:
     """The real message: ``body`` itself, or what its pointer points at in S3."""
     pointer = parse_pointer(body)
     if pointer is None:

@@ -33,7 +33,11 @@ __all__ = [
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
 
 MAX_BATCH = 10
 """Entries of one SendMessageBatch call."""
@@ -122,7 +126,7 @@ def _everything(exc: Exception) -> bool:
 
 
 def send_batches(
-    sqs: Any,
+    sqs: SQSClient,
     url: str,
     messages: Sequence[Outgoing],
     *,
@@ -139,9 +143,10 @@ def send_batches(
     for batch in plan.batches:
         entries = []
         for n, message in enumerate(batch):
-            entry: dict[str, Any] = {"Id": str(n), "MessageBody": message.body}
+            entry: SendMessageBatchRequestEntryTypeDef = {"Id": str(n), "MessageBody": message.body}
             if message.attributes:
-                entry["MessageAttributes"] = message.attributes
+                # Attribute values as SQS returned or the caller built them: checked by SQS.
+                entry["MessageAttributes"] = cast(Any, message.attributes)
             if message.group_id is not None:
                 entry["MessageGroupId"] = message.group_id
             if message.deduplication_id is not None:

@@ -41,7 +41,8 @@ class MotoServer:
 
     def client(self, service: str) -> Any:
         """A boto3 client of ``service`` talking HTTP to this server."""
-        return boto3.client(
+        maker: Any = boto3  # the stubs type only literal service names
+        return maker.client(
             service,
             endpoint_url=self.endpoint,
             region_name=REGION,

@@ -16,7 +16,7 @@ from replication.consumer.core import Consumer
 from replication.consumer.database import connect, spec_from_url
 from replication.consumer.dead_letters import DeadLetters, MemoryDeadLetters
 from replication.consumer.failures_table import failures_table
-from replication.consumer.handler import ApplyFunction
+from replication.consumer.function import ApplyFunction
 from replication.consumer.observe import Observer
 from replication.manifest import Manifest
 from replication.mirror.render import statements_for

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from replication.cli import EXIT_INVALID, EXIT_OK, EXIT_USAGE, main
+from replication.cli import ExitCode, main
 from replication.consumer.wiring import load_statements
 from replication.manifest import load_manifest
 
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_validate_accepts_the_example_manifests(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["manifests", "validate", str(ROOT / "examples")]) == EXIT_OK
+    assert main(["manifests", "validate", str(ROOT / "examples")]) == ExitCode.OK
     out = capsys.readouterr().out
     assert "service orders" in out
     assert "crm.customer v1 -> customer_mirror" in out
@@ -38,19 +38,19 @@ def test_validate_reports_every_problem_with_its_line(
         "    table: customer_mirror\n"
         "    fields: [name, shoe_size]\n"
     )
-    assert main(["manifests", "validate", str(bad)]) == EXIT_INVALID
+    assert main(["manifests", "validate", str(bad)]) == ExitCode.INVALID
     err = capsys.readouterr().err
     assert f"{bad}:8 at mirrors[0].fields[1]: crm.customer v1 has no field 'shoe_size'" in err
     assert f"{bad}:8 at mirrors[0].fields: the key field(s) id of crm.customer v1" in err
 
 
 def test_missing_path_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["manifests", "validate", "/nonexistent/replication.yaml"]) == EXIT_INVALID
+    assert main(["manifests", "validate", "/nonexistent/replication.yaml"]) == ExitCode.INVALID
     assert "no such file or folder: /nonexistent/replication.yaml" in capsys.readouterr().err
 
 
 def test_unknown_contract_module_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--contracts", "no_such_module", "contracts", "list"]) == EXIT_INVALID
+    assert main(["--contracts", "no_such_module", "contracts", "list"]) == ExitCode.INVALID
     err = capsys.readouterr().err
     assert "cannot import contracts module 'no_such_module' named by" in err
     assert "No module named 'no_such_module'" in err
@@ -58,18 +58,18 @@ def test_unknown_contract_module_is_a_clear_error(capsys: pytest.CaptureFixture[
 
 def test_unknown_service_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["mirrors", "ddl", str(ROOT / "examples"), "--service", "billing"])
-    assert code == EXIT_INVALID
+    assert code == ExitCode.INVALID
     assert "unknown service 'billing' (known: catalog, crm, orders)" in capsys.readouterr().err
 
 
 def test_bad_usage_exits_2() -> None:
     with pytest.raises(SystemExit) as exc:
         main(["mirrors", "ddl", "--dialect", "oracle"])
-    assert exc.value.code == EXIT_USAGE
+    assert exc.value.code == ExitCode.USAGE
 
 
 def test_contracts_list_marks_pii(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["contracts", "list"]) == EXIT_OK
+    assert main(["contracts", "list"]) == ExitCode.OK
     out = capsys.readouterr().out
     assert "crm.customer v1  (owner crm, key id)" in out
     assert "email: str  [pii]" in out
@@ -83,13 +83,13 @@ def test_ddl_renders_each_dialect(capsys: pytest.CaptureFixture[str]) -> None:
         ("sqlite", "CREATE TABLE product_mirror"),
     ]:
         args = ["mirrors", "ddl", str(ROOT / "examples"), "--dialect", dialect]
-        assert main(args) == EXIT_OK
+        assert main(args) == ExitCode.OK
         assert marker in capsys.readouterr().out
 
 
 def test_render_writes_statements_that_load_back(tmp_path: Path) -> None:
     args = ["mirrors", "render", str(ROOT / "examples"), "--dialect", "mysql", "--out"]
-    assert main([*args, str(tmp_path)]) == EXIT_OK
+    assert main([*args, str(tmp_path)]) == ExitCode.OK
     files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.json"))
     assert files == ["orders/mirror-statements.mysql.json"]
     manifest = load_manifest(ROOT / "examples" / "orders" / "replication.yaml")
@@ -151,5 +151,5 @@ def test_migrations_without_alembic_say_which_extra_installs_it() -> None:
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
     )
-    assert done.returncode == EXIT_INVALID, done.stderr
+    assert done.returncode == ExitCode.INVALID, done.stderr
     assert "install the wheel with its cli extra, or pip install alembic" in done.stderr

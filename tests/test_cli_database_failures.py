@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from replication.cli import EXIT_INVALID, EXIT_UNREACHABLE
+from replication.cli import ExitCode
 from tests import databases
 from tests.aws import moto_server
 from tests.databases import connect
@@ -70,7 +70,7 @@ def test_migrations_against_a_database_that_does_not_answer_exit_3(
         *("--url", url, "--versions", str(tmp_path)),
     )
 
-    line = assert_one_error_line(done, EXIT_UNREACHABLE, UNREACHABLE)
+    line = assert_one_error_line(done, ExitCode.UNREACHABLE, UNREACHABLE)
     assert says in line
 
 
@@ -86,7 +86,7 @@ def test_credentials_the_server_refuses_exit_3(dialect: str, tmp_path: Path) -> 
         *("--url", url, "--versions", str(tmp_path)),
     )
 
-    line = assert_one_error_line(done, EXIT_UNREACHABLE, UNREACHABLE)
+    line = assert_one_error_line(done, ExitCode.UNREACHABLE, UNREACHABLE)
     assert "nobody" in line
 
 
@@ -96,7 +96,7 @@ def test_a_missing_database_driver_is_named_with_what_installs_it(tmp_path: Path
         *("--url", "mysql+mysqldb://root@127.0.0.1:3306/test", "--versions", str(tmp_path)),
     )
 
-    line = assert_one_error_line(done, EXIT_INVALID, "error: the database driver MySQLdb")
+    line = assert_one_error_line(done, ExitCode.INVALID, "error: the database driver MySQLdb")
     assert "is not installed" in line
     assert "pip install PyMySQL" in line
     assert "mysql://" in line
@@ -110,7 +110,7 @@ def test_the_relay_against_a_database_that_does_not_answer_exits_3() -> None:
             env={**server.env(), "CRM_DATABASE_URL": url},
         )
 
-    line = assert_one_error_line(done, EXIT_UNREACHABLE, UNREACHABLE)
+    line = assert_one_error_line(done, ExitCode.UNREACHABLE, UNREACHABLE)
     assert "Connection refused" in line
 
 
@@ -119,5 +119,5 @@ def test_the_demo_against_a_database_that_does_not_answer_exits_3() -> None:
 
     done = replication("demo", "--database-url", url)
 
-    line = assert_one_error_line(done, EXIT_UNREACHABLE, UNREACHABLE)
+    line = assert_one_error_line(done, ExitCode.UNREACHABLE, UNREACHABLE)
     assert "Connection refused" in line

@@ -279,10 +279,10 @@ def test_lock_refuses_a_breaking_change_unless_forced(gate: Gate) -> None:
     assert gate.cli("check", "--strict", contracts="parcel_after").returncode == 0
 
 
-def test_strict_check_fails_while_the_lock_is_behind(gate: Gate) -> None:
+def test_strict_check_exits_5_while_the_lock_is_behind(gate: Gate) -> None:
     after = module(BEFORE + "    size: int | None = None\n")
     gate.run(module(BEFORE), after, ("id",))
-    assert gate.cli("check", "--strict", contracts="parcel_after").returncode == 1
+    assert gate.cli("check", "--strict", contracts="parcel_after").returncode == 5
     assert gate.cli("lock", contracts="parcel_after").returncode == 0
     assert gate.cli("check", "--strict", contracts="parcel_after").returncode == 0
 

@@ -22,7 +22,6 @@ from botocore.exceptions import ClientError
 from hypothesis import given
 from hypothesis import strategies as st
 
-from replication.consumer.core import routes_for
 from replication.consumer.dead_letters import (
     DEAD_LETTER_ATTRIBUTES,
     MESSAGE_ID,
@@ -32,6 +31,7 @@ from replication.consumer.dead_letters import (
     dead_letter_message,
 )
 from replication.consumer.records import parse_delivery
+from replication.consumer.routes import routes_for
 from replication.dlq.queues import Queues
 from replication.manifest import Manifest
 from replication.sqs_send import (
@@ -205,7 +205,7 @@ def test_any_messages_go_out_in_order_within_the_limits(sizes: list[int]) -> Non
 def test_the_tools_and_the_consumer_batch_the_same_way(
     orders_manifest: Manifest, sizes: list[int], calls: list[int]
 ) -> None:
-    tools = RecordingSqs()
+    tools: Any = RecordingSqs()  # a fake in the SQS client's place
     problems = Queues(tools).send(DLQ, [outgoing(str(n), size) for n, size in enumerate(sizes)])
     assert problems == {}
 
@@ -219,7 +219,7 @@ def test_the_tools_and_the_consumer_batch_the_same_way(
 
 
 def test_neither_sends_a_message_sqs_cannot_take(orders_manifest: Manifest) -> None:
-    tools = RecordingSqs()
+    tools: Any = RecordingSqs()
     problems = Queues(tools).send(DLQ, [outgoing("big", MIB + 1), outgoing("small", 10)])
     assert list(problems) == ["big"]
     assert "over SQS's 1,048,576 for one message" in problems["big"]

@@ -7,6 +7,8 @@ it shares no table with other tests.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +22,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from replication.cli import EXIT_INVALID, EXIT_OK
+from replication.cli import ExitCode
 from replication.dburl import with_search_path
 from replication.migrations import describe_difference
 from tests.test_outbox import engine_for
@@ -54,7 +56,7 @@ class Service:
 
     def ok(self, command: str, *args: str) -> str:
         done = self.run(command, *args)
-        assert done.returncode == EXIT_OK, done.stdout + done.stderr
+        assert done.returncode == ExitCode.OK, done.stdout + done.stderr
         return done.stdout
 
     def declare(self, fields: str) -> None:
@@ -125,7 +127,7 @@ def test_generate_refuses_when_the_database_matches_and_writes_nothing(service: 
 
     done = service.run("generate", "-m", "nothing")
 
-    assert done.returncode == EXIT_INVALID
+    assert done.returncode == ExitCode.INVALID
     nothing = "error: nothing to generate: the database matches the declarations"
     assert done.stderr.strip() == nothing
     assert service.revisions() == before
@@ -146,7 +148,7 @@ def test_alembic_refusals_are_error_lines_that_exit_1(service: Service) -> None:
     refused["two heads"] = service.run("upgrade")
 
     for what, done in refused.items():
-        assert done.returncode == EXIT_INVALID, what
+        assert done.returncode == ExitCode.INVALID, what
         assert "Traceback" not in done.stderr, what
     errors = {what: done.stderr.strip() for what, done in refused.items()}
     assert errors == {
@@ -166,11 +168,11 @@ def test_check_describes_an_index_the_declarations_lack_in_words(service: Servic
 
     done = service.run("check")
 
-    assert done.returncode == EXIT_INVALID
+    assert done.returncode == ExitCode.DIFFERS
     assert "index ix_extra on product_mirror (title) exists but is no longer declared" in (
-        done.stderr
+        done.stdout
     )
-    assert "remove_index" not in done.stderr
+    assert "remove_index" not in done.stdout
 
 
 def test_an_index_declared_but_missing_is_described_in_words() -> None:
@@ -192,3 +194,170 @@ def test_an_index_declared_but_missing_is_described_in_words() -> None:
     assert [describe_difference(d) for d in differences] == [
         "unique index ix_ledger_code on ledger (code, id) is declared but missing"
     ]
+
+
+# -- current, history, stamp and offline --sql, on PostgreSQL ---------------------------
+
+ON_POSTGRESQL = pytest.mark.parametrize("service", ["postgresql"], indirect=True)
+
+
+def tables(service: Service) -> set[str]:
+    return set(sa.inspect(service.engine).get_table_names())
+
+
+@ON_POSTGRESQL
+def test_current_says_base_then_the_revision_the_database_is_at(service: Service) -> None:
+    service.declare(NARROW)
+    service.ok("generate", "-m", "create")
+    [first] = service.revisions()
+    assert service.ok("current") == "orders: base (no revision applied)\n"
+    assert json.loads(service.ok("current", "--json")) == {"service": "orders", "current": []}
+
+    service.ok("upgrade")
+
+    assert service.ok("current") == f"{first} (head)\n"
+    [at] = json.loads(service.ok("current", "--json"))["current"]
+    assert (at["revision"], at["message"], at["head"], at["current"]) == (
+        first,
+        "create",
+        True,
+        True,
+    )
+    assert first in service.ok("current", "--verbose")
+
+
+@ON_POSTGRESQL
+def test_history_lists_newest_first_and_marks_the_current_one(service: Service) -> None:
+    service.declare(NARROW)
+    service.ok("generate", "-m", "create")
+    service.ok("upgrade")
+    service.declare(WIDE)
+    service.ok("generate", "-m", "stock")
+    first, second = (
+        r["revision"] for r in reversed(json.loads(service.ok("history", "--json"))["revisions"])
+    )
+
+    plain = service.ok("history").splitlines()
+    marked = service.ok("history", "--indicate-current").splitlines()
+    as_json = json.loads(service.ok("history", "--json", "-i"))["revisions"]
+
+    assert plain == [f"{first} -> {second} (head), stock", f"<base> -> {first}, create"]
+    assert marked == [f"{first} -> {second} (head), stock", f"<base> -> {first} (current), create"]
+    assert [(r["revision"], r["down_revisions"], r["current"]) for r in as_json] == [
+        (second, [first], False),
+        (first, [], True),
+    ]
+    assert service.ok("history", "-r", f"{second}:").splitlines() == plain[:1]
+
+
+@ON_POSTGRESQL
+def test_history_without_a_database_reads_the_revisions_alone(service: Service) -> None:
+    service.ok("generate", "-m", "create")
+    [first] = service.revisions()
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "replication.cli", "migrations", "history"),
+            *("--service", "orders", "--versions", str(service.versions)),
+            *("--manifests", str(service.manifests)),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={k: v for k, v in os.environ.items() if k != "ORDERS_DATABASE_URL"},
+    )
+    assert done.returncode == ExitCode.OK, done.stderr
+    assert done.stdout == f"<base> -> {first} (head), create\n"
+
+
+@ON_POSTGRESQL
+def test_stamp_records_a_revision_and_runs_nothing(service: Service) -> None:
+    service.ok("generate", "-m", "create")
+    [first] = service.revisions()
+
+    assert service.ok("stamp", "head") == f"orders: stamped to {first}\n"
+    assert "customer_mirror" not in tables(service)
+    assert service.ok("current") == f"{first} (head)\n"
+    # The version table says head, the tables are missing: check tells.
+    assert service.run("check").returncode == ExitCode.DIFFERS
+    stamped = json.loads(service.ok("stamp", "base", "--json"))
+    assert stamped == {"service": "orders", "command": "stamp", "current": []}
+    service.ok("stamp", first)
+    assert service.ok("stamp", "base", "--purge") == "orders: stamped to base\n"
+    sql = service.ok("stamp", "head", "--sql")
+    assert f"INSERT INTO alembic_version_orders (version_num) VALUES ('{first}')" in sql
+    assert service.ok("current") == "orders: base (no revision applied)\n"
+
+
+@ON_POSTGRESQL
+def test_upgrade_sql_prints_reviewable_ddl_that_a_dba_can_run(service: Service) -> None:
+    service.ok("generate", "-m", "create")
+    [first] = service.revisions()
+
+    done = service.run("upgrade", "--sql")
+
+    assert done.returncode == ExitCode.OK, done.stderr
+    sql = done.stdout
+    assert "CREATE TABLE customer_mirror" in sql
+    assert "CREATE TABLE product_mirror" in sql
+    assert f"INSERT INTO alembic_version_orders (version_num) VALUES ('{first}')" in sql
+    assert "upgraded" not in sql  # only SQL on stdout
+    assert f"Running upgrade  -> {first}, create" in done.stderr
+    assert not {"customer_mirror", "product_mirror"} & tables(service)
+    assert service.ok("current") == "orders: base (no revision applied)\n"
+    # Run as reviewed, by hand, on a database of its own (generate made the version table
+    # in this one): that database is then where upgrade would have taken it.
+    production = f"reviewed_{uuid.uuid4().hex[:12]}"
+    with service.engine.begin() as connection:
+        connection.execute(sa.text(f"CREATE SCHEMA {production}"))
+    server = sa.make_url(service.url).difference_update_query(["options"])
+    url = with_search_path(server.render_as_string(False), production)
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        raw = engine.raw_connection()
+        try:
+            raw.cursor().execute(sql)
+            raw.commit()
+        finally:
+            raw.close()
+        reviewed = Service(url, engine, service.manifests, service.versions)
+        assert reviewed.ok("current") == f"{first} (head)\n"
+        assert reviewed.ok("check") == "orders: the database matches the declarations\n"
+    finally:
+        engine.dispose()
+        with service.engine.begin() as connection:
+            connection.execute(sa.text(f"DROP SCHEMA {production} CASCADE"))
+    down = service.ok("downgrade", f"{first}:base", "--sql")
+    assert "DROP TABLE customer_mirror" in down
+    assert "DELETE FROM alembic_version_orders" in down
+
+
+@ON_POSTGRESQL
+def test_upgrade_sql_of_an_owner_carries_the_outbox_notify_trigger(service: Service) -> None:
+    owner = (
+        "--service",
+        "crm",
+        "--url",
+        service.url,
+        "--versions",
+        str(service.versions.parent / "crm"),
+        "--manifests",
+        str(service.manifests),
+    )
+
+    def crm(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "replication.cli", "migrations", *args, *owner],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    assert crm("generate", "-m", "outbox").returncode == ExitCode.OK
+    done = crm("upgrade", "--sql")
+
+    assert done.returncode == ExitCode.OK, done.stderr
+    assert "CREATE TABLE replication_outbox" in done.stdout
+    assert "CREATE TRIGGER" in done.stdout
+    assert "replication_outbox" not in tables(service)

@@ -217,7 +217,7 @@ def test_named_command_exists(
 def test_the_collection_finds_commands_in_docs_and_in_messages() -> None:
     found = {(words, file) for words, file, _ in CASES}
     assert (("dlq", "replay"), "docs/runbook-dlq.md") in found
-    assert (("contracts", "lock"), "replication/cli/gate.py") in found
+    assert (("contracts", "lock"), "replication/cli/contracts.py") in found
     assert (("mirrors", "render"), "replication/consumer/wiring.py") in found
     assert any(words == ("consume",) and file == "README.md" for words, file in found)
 

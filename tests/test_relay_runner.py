@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -43,8 +44,13 @@ def wait_for_messages(moto: MotoServer, queue: str, count: int, timeout: float) 
     return got
 
 
-def start_relay(moto: MotoServer, url: str, *extra: str) -> tuple[subprocess.Popen[str], str]:
+def start_relay(
+    moto: MotoServer, url: str, *extra: str
+) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """The relay command, its output a pipe (so JSON lines); its first line, parsed."""
     env = {**moto.env(), "CATALOG_DATABASE_URL": url, "PYTHONPATH": str(ROOT)}
+    for name in ("REPLICATION_LOG_LEVEL", "POWERTOOLS_LOG_LEVEL", "REPLICATION_LOG_FORMAT"):
+        env.pop(name, None)
     process = subprocess.Popen(
         [sys.executable, "-m", "replication.cli", "relay", "--service", "catalog", *extra],
         cwd=ROOT,
@@ -55,15 +61,24 @@ def start_relay(moto: MotoServer, url: str, *extra: str) -> tuple[subprocess.Pop
     )
     assert process.stdout is not None
     first = process.stdout.readline()
-    assert "relay started" in first, first + (process.stderr.read() if process.stderr else "")
-    return process, first
+    assert '"relay started"' in first, first + (process.stderr.read() if process.stderr else "")
+    return process, json.loads(first)
+
+
+def logged(out: str) -> dict[str, dict[str, Any]]:
+    """The relay's JSON lines by message (the last of each), every line checked."""
+    lines = [json.loads(line) for line in out.splitlines()]
+    for line in lines:
+        assert {"level", "location", "message", "timestamp", "service"} <= line.keys(), line
+        assert line["service"] == "catalog"
+    return {line["message"]: line for line in lines}
 
 
 @pytest.mark.parametrize(
     ("dialect", "mode", "extra"),
     [
-        ("postgresql", "LISTEN/NOTIFY", ["--poll-interval", "120"]),
-        ("mysql", "polling every 0.3 s", ["--poll-interval", "0.3"]),
+        ("postgresql", "listen", ["--poll-interval", "120"]),
+        ("mysql", "poll", ["--poll-interval", "0.3"]),
     ],
 )
 def test_the_relay_command_publishes_new_rows_and_stops_cleanly_on_sigterm(
@@ -73,7 +88,8 @@ def test_the_relay_command_publishes_new_rows_and_stops_cleanly_on_sigterm(
     reset_owner(engine)
     queue = catalog_queue(moto)
     process, started = start_relay(moto, engine.url.render_as_string(False), *extra)
-    assert f"relay started ({mode})" in started
+    assert (started["level"], started["mode"], started["pending"]) == ("INFO", mode, 0)
+    assert started["poll_interval_s"] == float(extra[1])
     try:
         events = [sell(engine, f"SKU-{n}", n) for n in range(5)]
         # With a two-minute poll interval only a NOTIFY can wake it this fast.
@@ -85,9 +101,11 @@ def test_the_relay_command_publishes_new_rows_and_stops_cleanly_on_sigterm(
             process.kill()
     assert sorted(b["id"] for b in got) == sorted(str(e.id) for e in events)
     assert process.returncode == 0, err
-    assert "SIGTERM: finishing the current cycle" in out
-    assert "relay stopped: published 5" in out
-    assert "pending 0" in out
+    assert err == ""
+    said = logged(out)
+    assert said["relay stopping"]["signal"] == "SIGTERM"
+    stopped = said["relay stopped"]
+    assert (stopped["published"], stopped["failed"], stopped["pending"]) == (5, 0, 0)
     engine.dispose()
 
 
@@ -239,7 +257,11 @@ def test_the_relay_command_survives_its_database_connections_being_killed(
             process.kill()
     assert sorted(b["id"] for b in got) == sorted(str(e.id) for e in later)
     assert process.returncode == 0, err
-    assert "relay stopped: published 5" in out
+    said = logged(out)
+    assert said["relay stopped"]["published"] == 5
+    # Each killed connection was a failed cycle, said as a warning with its retry delay.
+    failed = [json.loads(line) for line in out.splitlines() if '"relay cycle failed"' in line]
+    assert all(line["level"] == "WARNING" and line["retry_in_s"] > 0 for line in failed)
     engine.dispose()
 
 
@@ -298,8 +320,6 @@ def test_the_following_lambda_publishes_each_commit_within_a_second(
     assert statistics.median(latencies) < 1.0, latencies
     [result] = results
     assert (result["mode"], result["published"], result["backlog"]) == ("follow", 20, 0)
-    import json
-
     emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     assert emf[-1]["service"] == "catalog"
     assert emf[-1]["RelayPublished"] == [20.0]

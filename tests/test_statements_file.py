@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from replication.cli import EXIT_INVALID, EXIT_OK, main
+from replication.cli import ExitCode, main
 from replication.consumer.wiring import load_statements
 from replication.errors import ConfigurationError
 from replication.manifest import Manifest, load_manifest
@@ -46,7 +46,7 @@ def shop_statements(tmp_path: Path) -> Path:
     manifest = second_consumer(tmp_path / "shop-line")
     out = tmp_path / "shop-build"
     args = ["mirrors", "render", str(manifest), "--dialect", "sqlite", "--out", str(out)]
-    assert main(args) == EXIT_OK
+    assert main(args) == ExitCode.OK
     written = out / "shop" / "mirror-statements.sqlite.json"
     assert written.exists()
     return written
@@ -88,7 +88,7 @@ def test_the_command_in_the_refusal_renders_a_file_that_loads(
     )
     assert found is not None
     argv = shlex.split(found.group(1))
-    assert main(argv[1:]) == EXIT_OK
+    assert main(argv[1:]) == ExitCode.OK
     loaded = load_statements(orders, "sqlite", Path(found.group(2)))
     assert sorted(loaded) == ["catalog.product", "crm.customer"]
 
@@ -139,7 +139,7 @@ def test_consume_refuses_another_consumers_file_before_touching_aws(
         check=False,
         timeout=120,
     )
-    assert done.returncode == EXIT_INVALID, done.stdout + done.stderr
+    assert done.returncode == ExitCode.INVALID, done.stdout + done.stderr
     assert done.stderr.startswith(
         f"error: statements file {shop_statements} (named by REPLICATION_STATEMENTS) "
         "was rendered for service shop, not orders: each consumer needs its own; "

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["add_command", "cmd_init"]
+__all__ = ["add_commands", "cmd_init"]
 
 import argparse
 import os
 from pathlib import Path
-from typing import Any
 
-from replication.cli.commands import EXIT_OK
+from replication.cli.exits import ExitCode
+from replication.cli.options import Subcommands
 from replication.errors import ConfigurationError
 
 _EPILOG = """Examples:
@@ -18,7 +18,7 @@ _EPILOG = """Examples:
       --contracts shipping_contracts --python-path ../shipping"""
 
 
-def add_command(groups: Any) -> None:
+def add_commands(groups: Subcommands) -> None:
     """Add ``init`` to the command's groups."""
     init = groups.add_parser(
         "init",
@@ -73,7 +73,7 @@ def add_command(groups: Any) -> None:
     init.set_defaults(func=cmd_init)
 
 
-def cmd_init(args: argparse.Namespace) -> int:
+def cmd_init(args: argparse.Namespace) -> ExitCode:
     """Plan, write, validate (taking everything back when invalid), print the next commands."""
     from replication.contract_modules import CONTRACTS_ENV
     from replication.manifest import load_manifest
@@ -119,4 +119,4 @@ def cmd_init(args: argparse.Namespace) -> int:
     print("next:")
     for step in scaffold.next_steps:
         print(f"  {step}")
-    return EXIT_OK
+    return ExitCode.OK

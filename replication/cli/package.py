@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-__all__ = ["add_command", "cmd_package"]
+__all__ = ["add_commands", "cmd_package"]
 
 import argparse
 from pathlib import Path
-from typing import Any
 
-from replication.cli.commands import EXIT_OK, find_manifests, manifests_option, selected
+from replication.cli.exits import ExitCode
+from replication.cli.options import Subcommands, find_manifests, manifests_option, selected
 
 
-def add_command(groups: Any) -> None:
+def add_commands(groups: Subcommands) -> None:
     """Add ``package`` to the command's groups."""
     from replication.package import ARCHITECTURES, PYTHON_VERSIONS
 
@@ -50,7 +50,7 @@ def add_command(groups: Any) -> None:
     package.set_defaults(func=cmd_package)
 
 
-def cmd_package(args: argparse.Namespace) -> int:
+def cmd_package(args: argparse.Namespace) -> ExitCode:
     """Build and list the artifacts."""
     from replication.package import PackageSettings, build_artifacts
 
@@ -69,4 +69,4 @@ def cmd_package(args: argparse.Namespace) -> int:
             f"zipped, {artifact.unzipped / 2**20:.1f} MB unzipped"
             + (note if artifact.needs_s3 else "")
         )
-    return EXIT_OK
+    return ExitCode.OK

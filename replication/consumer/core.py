@@ -13,78 +13,29 @@ pending migration) are left for SQS to retry.
 
 from __future__ import annotations
 
-__all__ = ["Consumer", "Outcome", "Route", "routes_for"]
+__all__ = ["Consumer"]
 
 import contextlib
 import dataclasses
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from replication.consumer.classify import CONNECTION, DATA, Verdict, classify
 from replication.consumer.dead_letters import DeadLetters
 from replication.consumer.failures import Failure, record_failures
+from replication.consumer.outcomes import Outcome, Status
 from replication.consumer.records import Delivery, unwrap_body
+from replication.consumer.routes import Route, routes_for
 from replication.errors import InvalidEventError
 from replication.events import ChangeEvent, decode_event
-from replication.manifest import Manifest, MirrorDeclaration
+from replication.manifest import Manifest
 from replication.mirror.apply import apply_changes, refresh_changes
 from replication.mirror.decide import reduce_batch
 from replication.mirror.statements import MirrorStatements
 from replication.payloads import PAYLOAD_MAX_BYTES, owner_prefix, parse_pointer
-from replication.topology.model import resolved_queue_names, resolved_topic_name
 from replication.topology.naming import DEFAULT_PREFIX
-
-Status = Literal["applied", "deleted", "stale", "collapsed", "dead-lettered", "retry"]
-DONE: frozenset[str] = frozenset({"applied", "deleted", "stale", "collapsed", "dead-lettered"})
-
-
-@dataclass(frozen=True)
-class Route:
-    """Where a mirror's records arrive from, and where its poison goes."""
-
-    declaration: MirrorDeclaration
-    queue: str
-    dlq: str
-    topic: str
-
-    @property
-    def entity(self) -> str:
-        """The mirrored entity."""
-        return self.declaration.contract.entity
-
-
-def routes_for(manifest: Manifest, prefix: str = DEFAULT_PREFIX) -> dict[str, Route]:
-    """The consumer's routes, by queue name (as the topology names queues and topics)."""
-    routes = {}
-    for declaration in manifest.mirrors:
-        info = declaration.contract
-        queue, dlq = resolved_queue_names(
-            manifest.service, info.entity, info.version, prefix, declaration.fifo
-        )
-        topic = resolved_topic_name(info.entity, info.version, prefix, declaration.fifo)
-        routes[queue] = Route(declaration, queue, dlq, topic)
-    return routes
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What happened to one record."""
-
-    message_id: str
-    status: Status
-    reason: str = ""
-    entity: str | None = None
-    subject: str | None = None
-    event_id: str | None = None
-    lag_ms: float | None = None
-    """Apply time minus the event's time, for records that reached the mirror."""
-
-    @property
-    def done(self) -> bool:
-        """Whether SQS may delete the record (it applied, was stale, or was dead-lettered)."""
-        return self.status in DONE
 
 
 @dataclass
@@ -104,15 +55,27 @@ class _Poison:
 
 
 @dataclass
+class _Transient:
+    """A record left in its queue for SQS to deliver again."""
+
+    delivery: Delivery
+    route: Route | None
+    reason: str
+    event: ChangeEvent | None = None
+
+
+@dataclass
 class _Batch:
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     poison: list[_Poison] = field(default_factory=list)
-    transient: list[tuple[Delivery, Route | None, str, ChangeEvent | None]] = field(
-        default_factory=list
-    )
+    transient: list[_Transient] = field(default_factory=list)
     database_down: bool = False
     rehearse: bool = False
     """Roll back instead of committing, dead-letter nothing, record no failures."""
+
+    def add(self, outcome: Outcome) -> None:
+        """Record one record's outcome."""
+        self.outcomes[outcome.message_id] = outcome
 
 
 class Consumer:
@@ -188,21 +151,17 @@ class Consumer:
             route = self.routes.get(delivery.queue_name)
             if route is None:
                 known = ", ".join(sorted(self.routes)) or "none"
-                batch.transient.append(
-                    (
-                        delivery,
-                        None,
-                        f"queue {delivery.queue_name} is not one of service "
-                        f"{self.manifest.service}'s queues ({known}): check the event source "
-                        "mapping and REPLICATION_PREFIX",
-                        None,
-                    )
+                reason = (
+                    f"queue {delivery.queue_name} is not one of service "
+                    f"{self.manifest.service}'s queues ({known}): check the event source "
+                    "mapping and REPLICATION_PREFIX"
                 )
+                batch.transient.append(_Transient(delivery, None, reason))
                 continue
             group = (route.queue, delivery.group_id) if route.declaration.fifo else None
             if group is not None and group in held:
                 # FIFO: a later record of a message group waits for the earlier one.
-                batch.transient.append((delivery, route, held[group], None))
+                batch.transient.append(_Transient(delivery, route, held[group]))
                 continue
             failed_before = len(batch.transient)
             item = self._prepare(delivery, route, batch)
@@ -240,10 +199,10 @@ class Consumer:
             batch.poison.append(_Poison(delivery, route, str(exc), event_id=exc.event_id))
             return None
         except _FetchError as exc:
-            batch.transient.append((delivery, route, str(exc), None))
+            batch.transient.append(_Transient(delivery, route, str(exc)))
             return None
         except MemoryError:
-            batch.transient.append((delivery, route, "out of memory while decoding", None))
+            batch.transient.append(_Transient(delivery, route, "out of memory while decoding"))
             return None
         except Exception as exc:
             # Nothing in one record's content may fail the batch: whatever decoding it
@@ -335,7 +294,7 @@ class Consumer:
                 batch.database_down = True
         if verdict.kind != DATA:
             for item in items:
-                batch.transient.append((item.delivery, route, verdict.reason, item.event))
+                batch.transient.append(_Transient(item.delivery, route, verdict.reason, item.event))
             return
         if len(items) == 1:
             item = items[0]
@@ -366,11 +325,8 @@ class Consumer:
                 connection.commit()
         except Exception as exc:
             verdict = classify(exc, route.declaration.service)
-            if self._connection is not None and verdict.kind != CONNECTION:
-                try:
-                    self._connection.rollback()
-                except Exception:
-                    self.reset_connection()
+            if verdict.kind != CONNECTION:
+                self._rollback()
             return verdict
         now = self._clock()
         kept = {id(e) for e in reduce_batch(events)}
@@ -384,14 +340,7 @@ class Consumer:
                 status = "deleted" if event.data is None else "applied"
             else:
                 status = "stale"
-            batch.outcomes[item.delivery.message_id] = Outcome(
-                item.delivery.message_id,
-                status,
-                entity=event.entity,
-                subject=event.subject,
-                event_id=str(event.id),
-                lag_ms=lag,
-            )
+            batch.add(_outcome(item.delivery, status, "", route, event, lag_ms=lag))
         return None
 
     # -- poison and transient failures ---------------------------------------------------
@@ -405,42 +354,27 @@ class Consumer:
             else self._dead_letters.send([(p.delivery, p.route, p.reason) for p in batch.poison])
         )
         for poison in batch.poison:
-            event = poison.event
-            event_id = str(event.id) if event is not None else poison.event_id
-            subject = event.subject if event is not None else None
-            message_id = poison.delivery.message_id
-            problem = sent.get(message_id)
-            if problem is None:
-                batch.outcomes[message_id] = Outcome(
-                    message_id,
-                    "dead-lettered",
-                    poison.reason,
-                    entity=poison.route.entity,
-                    subject=subject,
-                    event_id=event_id,
-                )
-            else:
+            problem = sent.get(poison.delivery.message_id)
+            status: Status = "dead-lettered"
+            reason = poison.reason
+            if problem is not None:
                 # Not in the DLQ: keep it in the queue; SQS retries and redrives it.
-                batch.outcomes[message_id] = Outcome(
-                    message_id,
-                    "retry",
-                    f"{poison.reason} (and sending it to the DLQ failed: {problem})",
-                    entity=poison.route.entity,
-                    subject=subject,
-                    event_id=event_id,
+                status = "retry"
+                reason = f"{reason} (and sending it to the DLQ failed: {problem})"
+            batch.add(
+                _outcome(
+                    poison.delivery, status, reason, poison.route, poison.event, poison.event_id
                 )
+            )
 
     def _record_failures(self, batch: _Batch) -> None:
-        for delivery, route, reason, event in batch.transient:
-            batch.outcomes[delivery.message_id] = Outcome(
-                delivery.message_id,
-                "retry",
-                reason,
-                entity=route.entity if route else None,
-                subject=event.subject if event is not None else None,
-                event_id=str(event.id) if event is not None else None,
+        for transient in batch.transient:
+            batch.add(
+                _outcome(
+                    transient.delivery, "retry", transient.reason, transient.route, transient.event
+                )
             )
-        by_id = {d.message_id: d for d, *_ in batch.transient} | {
+        by_id = {t.delivery.message_id: t.delivery for t in batch.transient} | {
             p.delivery.message_id: p.delivery for p in batch.poison
         }
         failures = [
@@ -466,11 +400,38 @@ class Consumer:
         except Exception:
             # The DLQ message carries the reason too; a database that is down must not
             # turn a dead-lettered record into a retried one.
-            if self._connection is not None:
-                try:
-                    self._connection.rollback()
-                except Exception:
-                    self.reset_connection()
+            self._rollback()
+
+    def _rollback(self) -> None:
+        """Roll the open transaction back; a connection that cannot is dropped."""
+        if self._connection is None:
+            return
+        try:
+            self._connection.rollback()
+        except Exception:
+            self.reset_connection()
+
+
+def _outcome(
+    delivery: Delivery,
+    status: Status,
+    reason: str,
+    route: Route | None,
+    event: ChangeEvent | None,
+    event_id: str | None = None,
+    *,
+    lag_ms: float | None = None,
+) -> Outcome:
+    """The outcome of ``delivery``: what is known of its event, where it is known."""
+    return Outcome(
+        delivery.message_id,
+        status,
+        reason,
+        entity=route.entity if route is not None else None,
+        subject=event.subject if event is not None else None,
+        event_id=str(event.id) if event is not None else event_id,
+        lag_ms=lag_ms,
+    )
 
 
 class _FetchError(Exception):

@@ -40,7 +40,6 @@ __all__ = [
 
 import json
 import os
-import sqlite3
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
@@ -49,10 +48,11 @@ from replication.dbtls import (
     DatabaseTls,
     database_tls,
     explain_refusal,
-    pymysql_ssl,
     tls_parameters,
 )
 from replication.dburl import dialect_of, driver_of
+from replication.dialects import dialect_named, registered
+from replication.dialects.postgresql import POSTGRESQL
 from replication.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -86,8 +86,16 @@ class ConnectionSpec:
 
     def __repr__(self) -> str:
         # Never show the password.
-        where = self.database if self.dialect == "sqlite" else f"{self.host}:{self.port}"
+        where = f"{self.host}:{self.port}" if _has_server(self.dialect) else self.database
         return f"ConnectionSpec({self.dialect}+{self.driver} {self.user}@{where}/{self.database})"
+
+
+def _has_server(dialect: str) -> bool:
+    """Whether ``dialect`` is reached over the network (an unknown one is taken to be)."""
+    try:
+        return dialect_named(dialect).has_server
+    except ConfigurationError:
+        return True
 
 
 def spec_from_url(url: str) -> ConnectionSpec:
@@ -99,9 +107,9 @@ def spec_from_url(url: str) -> ConnectionSpec:
             f"unsupported database URL scheme {scheme!r}; use postgresql:// (or postgres://, "
             "+psycopg2, +psycopg), mysql:// (or mariadb://, +pymysql) or sqlite:///"
         )
-    if dialect == "sqlite":
+    if not _has_server(dialect):
         path = url.split(":///", 1)[1] if ":///" in url else ""
-        return ConnectionSpec("sqlite", database=path.split("?", 1)[0] or ":memory:")
+        return ConnectionSpec(dialect, database=path.split("?", 1)[0] or ":memory:")
     parts = urlsplit(url)
     return ConnectionSpec(
         dialect,
@@ -124,7 +132,8 @@ def spec_from_secret(secret: str, defaults: dict[str, str] | None = None) -> Con
     try:
         document = {**(defaults or {}), **json.loads(secret)}
         engine = str(document.get("engine") or "postgres").lower()
-        dialect = "mysql" if engine in ("mysql", "mariadb", "aurora-mysql") else "postgresql"
+        # Another engine is taken for PostgreSQL, RDS's default.
+        dialect = next((d for d in registered() if engine in d.rds_engines), POSTGRESQL).name
         if not document.get("host"):
             raise KeyError("host")
         return ConnectionSpec(
@@ -158,9 +167,9 @@ def spec_from_environment(url_env: str, secret_env: str) -> ConnectionSpec:
     """The spec the environment configures: a secret's ARN (``secret_env``) or a URL."""
     arn = os.environ.get(secret_env)
     if arn:
-        import boto3  # only on this path, and only once per cold start
+        from replication.aws_clients import client  # boto3: only on this path, once per cold start
 
-        secret = boto3.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
+        secret = client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
         spec = spec_from_secret(secret, _secret_defaults(secret_env))
     else:
         url = os.environ.get(url_env)
@@ -172,7 +181,7 @@ def spec_from_environment(url_env: str, secret_env: str) -> ConnectionSpec:
         spec = spec_from_url(url)
     if os.environ.get("REPLICATION_DATABASE_IAM_AUTH", "").lower() in ("1", "true", "yes"):
         spec = replace(spec, iam_auth=True, region=os.environ.get("AWS_REGION"))
-    if spec.dialect == "sqlite":
+    if not _has_server(spec.dialect):
         return spec
     return replace(spec, tls=database_tls(from_secret=bool(arn), iam_auth=spec.iam_auth))
 
@@ -189,20 +198,20 @@ def _tls_of(spec: ConnectionSpec) -> DatabaseTls:
 def url_of(spec: ConnectionSpec) -> str:
     """A SQLAlchemy URL (driver named, TLS parameters in it) for ``spec``; the password is
     in it: never log it."""
-    if spec.dialect == "sqlite":
-        return f"sqlite:///{spec.database}"
-    scheme = "postgresql" if spec.dialect == "postgresql" else "mysql"
+    dialect = dialect_named(spec.dialect)
+    if not dialect.has_server:
+        return f"{dialect.name}:///{spec.database}"
     credentials = quote(spec.user, safe="")
     if spec.password:
         credentials += ":" + quote(spec.password, safe="")
     port = f":{spec.port}" if spec.port else ""
     options = list(spec.options)
     options += tls_parameters(spec.dialect, dict(options), _tls_of(spec)).items()
-    if spec.driver == "pymysql" and not any(k == "charset" for k, _ in options):
-        options.append(("charset", "utf8mb4"))
+    given = {k for k, _ in options}
+    options += [(k, v) for k, v in dialect.driver_options(spec.driver).items() if k not in given]
     query = f"?{urlencode(options)}" if options else ""
     host = f"[{spec.host}]" if ":" in spec.host else spec.host
-    return f"{scheme}+{spec.driver}://{credentials}@{host}{port}/{spec.database}{query}"
+    return f"{dialect.name}+{spec.driver}://{credentials}@{host}{port}/{spec.database}{query}"
 
 
 def url_for(manifest: Manifest) -> str:
@@ -219,76 +228,35 @@ def url_for(manifest: Manifest) -> str:
 
 
 def _iam_token(spec: ConnectionSpec) -> str:
-    import boto3
+    from replication.aws_clients import client
 
-    client = boto3.client("rds", region_name=spec.region)
-    token: str = client.generate_db_auth_token(
+    token: str = client("rds", region=spec.region).generate_db_auth_token(
         DBHostname=spec.host, Port=spec.port or _default_port(spec), DBUsername=spec.user
     )
     return token
 
 
 def _default_port(spec: ConnectionSpec) -> int:
-    return 5432 if spec.dialect == "postgresql" else 3306
+    return dialect_named(spec.dialect).default_port
 
 
 def connect(spec: ConnectionSpec, *, connect_timeout: int = 5) -> Any:
     """A new DB-API connection, not in autocommit mode."""
-    if spec.dialect == "sqlite":
-        connection = sqlite3.connect(spec.database, timeout=30)
-        # Python's default isolation level opens a transaction before each write.
-        connection.execute("PRAGMA journal_mode=WAL")
-        return connection
+    dialect = dialect_named(spec.dialect)
+    if not dialect.has_server:
+        return dialect.connect(spec)
     tls = _tls_of(spec)
     options = dict(spec.options)
     added = tls_parameters(spec.dialect, options, tls)
     password = _iam_token(spec) if spec.iam_auth else spec.password
     try:
-        return _connect_server(spec, password, {**options, **added}, connect_timeout)
+        return dialect.connect(
+            spec,
+            password=password,
+            options={**options, **added},
+            connect_timeout=connect_timeout,
+        )
     except Exception as exc:
         if added:
             explain_refusal(exc, tls)
         raise
-
-
-def _connect_server(
-    spec: ConnectionSpec, password: str, options: dict[str, str], connect_timeout: int
-) -> Any:
-    if spec.dialect == "postgresql":
-        # The URL's query is libpq parameters (options=-csearch_path%3D..., sslmode...),
-        # which both drivers pass on as they are.
-        options.setdefault("connect_timeout", str(connect_timeout))
-        options.setdefault("application_name", "replication-consumer")
-        params: dict[str, Any] = {
-            "host": spec.host,
-            "port": spec.port or 5432,
-            "user": spec.user or None,
-            "password": password or None,
-            "dbname": spec.database or None,
-            **options,
-        }
-        if spec.driver == "psycopg":
-            import psycopg
-
-            # No server-side prepared statements, as with psycopg2: poolers in
-            # transaction mode (PgBouncer, RDS Proxy) do not keep them between
-            # transactions.
-            return psycopg.connect(prepare_threshold=None, **params)
-        import psycopg2
-
-        return psycopg2.connect(**params)
-    import pymysql
-
-    # Of the URL's query, only its TLS parameters (ssl_ca, ...), read as SQLAlchemy does.
-    ssl = pymysql_ssl(options)
-    return pymysql.connect(
-        host=spec.host,
-        port=spec.port or 3306,
-        user=spec.user,
-        password=password,
-        database=spec.database or None,
-        charset="utf8mb4",
-        connect_timeout=connect_timeout,
-        autocommit=False,
-        **({"ssl": ssl} if ssl else {}),
-    )

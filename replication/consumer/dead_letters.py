@@ -62,8 +62,8 @@ from replication.sqs_send import (
 )
 
 if TYPE_CHECKING:
-    from replication.consumer.core import Route
     from replication.consumer.records import Delivery
+    from replication.consumer.routes import Route
 
 REASON = "replication.reason"
 SOURCE_QUEUE = "replication.source-queue"

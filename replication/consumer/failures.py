@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from replication.dialects import Dialect, dialect_named
+
 FAILURES_TABLE = "replication_failures"
 _COLUMNS = (
     "queue",
@@ -23,6 +25,7 @@ _COLUMNS = (
     "first_failed_at",
     "failed_at",
 )
+_KEY = ("queue", "message_id")
 _UPDATED = ("entity", "subject", "event_id", "kind", "reason", "receive_count", "dead_lettered")
 _MAX_REASON = 4000
 
@@ -43,26 +46,11 @@ class Failure:
     event_id: str | None = None
 
 
-def _sql(dialect: str) -> str:
+def _sql(dialect: Dialect) -> str:
     names = ", ".join(_COLUMNS)
-    if dialect == "sqlite":
-        marks = ", ".join("?" for _ in _COLUMNS)
-    else:
-        marks = ", ".join("%s" for _ in _COLUMNS)
+    marks = ", ".join(dialect.marker for _ in _COLUMNS)
     insert = f"INSERT INTO {FAILURES_TABLE} ({names}) VALUES ({marks})"
-    if dialect == "mysql":
-        updates = ", ".join(f"{c} = VALUES({c})" for c in (*_UPDATED, "failed_at"))
-        return f"{insert} ON DUPLICATE KEY UPDATE {updates}"
-    updates = ", ".join(f"{c} = excluded.{c}" for c in (*_UPDATED, "failed_at"))
-    return f"{insert} ON CONFLICT (queue, message_id) DO UPDATE SET {updates}"
-
-
-def _stamp(dialect: str, now: dt.datetime) -> Any:
-    if dialect == "mysql":
-        return now.astimezone(dt.UTC).replace(tzinfo=None)
-    if dialect == "sqlite":
-        return now.astimezone(dt.UTC).isoformat()
-    return now
+    return insert + dialect.upsert(_KEY, (*_UPDATED, "failed_at"))
 
 
 def record_failures(
@@ -71,7 +59,9 @@ def record_failures(
     """Upsert ``failures`` on ``connection`` (the caller commits)."""
     if not failures:
         return
-    stamp = _stamp(dialect, now or dt.datetime.now(dt.UTC))
+    database = dialect_named(dialect)
+    [to_stamp] = database.converters(("datetime",))
+    stamp = to_stamp(now or dt.datetime.now(dt.UTC))
     rows = [
         (
             f.queue,
@@ -90,7 +80,7 @@ def record_failures(
     ]
     cursor = connection.cursor()
     try:
-        cursor.executemany(_sql(dialect), rows)
+        cursor.executemany(_sql(database), rows)
     finally:
         cursor.close()
 
@@ -100,7 +90,7 @@ def read_failures(
 ) -> dict[str, tuple[str, str, int]]:
     """``(reason, kind, receive_count)`` by message id, for those of ``queue`` with a row."""
     found: dict[str, tuple[str, str, int]] = {}
-    mark = "?" if dialect == "sqlite" else "%s"
+    mark = dialect_named(dialect).marker
     cursor = connection.cursor()
     try:
         for start in range(0, len(message_ids), 500):

@@ -1,11 +1,11 @@
 """Structured logs and CloudWatch metrics of what a consumer did with each record.
 
-One log line per record (Powertools Logger, JSON) with the event id, entity,
-key (subject) and outcome; never the event's data, so ``pii`` fields cannot
-appear. Per entity and batch, metrics in CloudWatch embedded metric format
-(Powertools EMF): ``Applied``, ``Stale``, ``Deleted``, ``Failed``,
-``DeadLettered`` (counts) and ``ReplicationLag`` / ``ReplicationLagMax``
-(milliseconds from the event's time to its apply). Set
+One log line per record (the Powertools Logger of :mod:`replication.logs`,
+JSON) with the event id, entity, key (subject) and outcome; never the event's
+data, so ``pii`` fields cannot appear. Per entity and batch, metrics in
+CloudWatch embedded metric format (Powertools EMF): ``Applied``, ``Stale``,
+``Deleted``, ``Failed``, ``DeadLettered`` (counts) and ``ReplicationLag`` /
+``ReplicationLagMax`` (milliseconds from the event's time to its apply). Set
 ``POWERTOOLS_METRICS_DISABLED=true`` to silence metrics off Lambda.
 """
 
@@ -14,14 +14,13 @@ from __future__ import annotations
 __all__ = ["Observer"]
 
 import logging
-import sys
 from collections.abc import Sequence
 from typing import IO, Any
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
-from replication.consumer.core import Outcome
+from replication.consumer.outcomes import Outcome
+from replication.logs import service_logger
 
 NAMESPACE = "Replication"
 _COUNTS = {
@@ -45,13 +44,7 @@ class Observer:
         metrics: bool = True,
     ) -> None:
         self.service = service
-        self.logger = Logger(service=service, level=level, stream=stream or sys.stdout)
-        # Powertools configures one logging.Logger per service name, once; a later Observer
-        # of the same service (a test, a re-built consumer) still writes where it was told.
-        handler = self.logger.registered_handler
-        if isinstance(handler, logging.StreamHandler):
-            handler.setStream(stream or sys.stdout)
-        self.logger.setLevel(level)
+        self.logger = service_logger(service, level=level, stream=stream)
         self.metrics_enabled = metrics
 
     def batch(self, outcomes: Sequence[Outcome]) -> None:

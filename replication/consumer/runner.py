@@ -14,7 +14,8 @@ handler runs on a laptop, on ECS/EC2, or in tests:
 - an exception from the handler or a malformed response fails the whole batch.
 
 Handler calls are serialised (the consumer holds one database connection).
-SIGTERM/SIGINT finish the batch in hand, then stop.
+SIGTERM/SIGINT finish the batch in hand, then stop. What the runner does is
+logged as JSON lines, or said in sentences on a terminal (:mod:`replication.logs`).
 """
 
 from __future__ import annotations
@@ -27,9 +28,14 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, TextIO
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, TextIO
+
+from replication.logs import ProcessLog
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
@@ -89,6 +95,10 @@ class RunnerStats:
             f"{self.batches} batches ({self.failed_batches} failed whole)"
         )
 
+    def fields(self) -> dict[str, int]:
+        """The counts, as log fields."""
+        return asdict(self)
+
 
 class _Context:
     """The parts of the Lambda context handlers use."""
@@ -107,7 +117,7 @@ class _Context:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
-def to_lambda_record(message: dict[str, Any], source: QueueSource) -> dict[str, Any]:
+def to_lambda_record(message: Mapping[str, Any], source: QueueSource) -> dict[str, Any]:
     """An SQS ReceiveMessage message as Lambda's event source mapping passes it."""
     attributes = {}
     for name, value in (message.get("MessageAttributes") or {}).items():
@@ -144,19 +154,21 @@ class EventSourceRunner:
     def __init__(
         self,
         handler: Handler,
-        sqs_client: Any,
+        sqs_client: SQSClient,
         queues: Sequence[QueueSource],
         settings: RunnerSettings | None = None,
         *,
         function_name: str = "apply",
         out: TextIO | None = None,
+        log: ProcessLog | None = None,
     ) -> None:
         self.handler = handler
         self.sqs = sqs_client
         self.queues = list(queues)
         self.settings = settings or RunnerSettings()
         self.function_name = function_name
-        self.out = out
+        self.log = log or ProcessLog(out=out)
+        """What the runner says: JSON log lines, sentences to ``out``, or (neither) nothing."""
         self.stats = RunnerStats()
         self._lock = threading.Lock()
 
@@ -164,7 +176,7 @@ class EventSourceRunner:
     def for_queue_names(
         cls,
         handler: Handler,
-        sqs_client: Any,
+        sqs_client: SQSClient,
         names: Sequence[str],
         settings: RunnerSettings | None = None,
         **kwargs: Any,
@@ -180,17 +192,13 @@ class EventSourceRunner:
             sources.append(QueueSource(name, url, arn, region))
         return cls(handler, sqs_client, sources, settings, **kwargs)
 
-    def _say(self, text: str) -> None:
-        if self.out is not None:
-            print(text, file=self.out, flush=True)
-
     # -- one batch ---------------------------------------------------------------------
 
-    def _receive(self, source: QueueSource, wait: int) -> list[dict[str, Any]]:
+    def _receive(self, source: QueueSource, wait: int) -> list[Mapping[str, Any]]:
         """Up to a batch of messages, gathered within the batching window."""
         limit = min(self.settings.batch_size, 10) if source.fifo else self.settings.batch_size
         window = 0.0 if source.fifo else self.settings.batching_window
-        messages: list[dict[str, Any]] = []
+        messages: list[Mapping[str, Any]] = []
         deadline = 0.0
         wait_now = wait
         while len(messages) < limit:
@@ -224,7 +232,7 @@ class EventSourceRunner:
                 time.sleep(min(0.1, remaining))
         return messages
 
-    def process(self, source: QueueSource, messages: list[dict[str, Any]]) -> int:
+    def process(self, source: QueueSource, messages: Sequence[Mapping[str, Any]]) -> int:
         """Hand ``messages`` to the handler; delete what it reports done. Returns deletions."""
         records = [to_lambda_record(m, source) for m in messages]
         event = {"Records": records}
@@ -241,21 +249,33 @@ class EventSourceRunner:
                     raise ValueError(f"response names unknown records: {sorted(failed - ids)}")
             except Exception as exc:
                 self.stats.failed_batches += 1
-                self._say(f"{source.name}: batch of {len(records)} failed: {exc}")
+                self.log.warning(
+                    "batch failed",
+                    f"{source.name}: batch of {len(records)} failed: {exc}",
+                    queue=source.name,
+                    records=len(records),
+                    error=str(exc),
+                )
                 failed = ids
         done = [m for m in messages if m["MessageId"] not in failed]
         for start in range(0, len(done), 10):
             chunk = done[start : start + 10]
-            response = self.sqs.delete_message_batch(
+            deleted = self.sqs.delete_message_batch(
                 QueueUrl=source.url,
                 Entries=[
                     {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(chunk)
                 ],
             )
-            for problem in response.get("Failed", []):
+            for problem in deleted.get("Failed", []):
                 # The receipt expired (visibility timeout passed): SQS redelivers; the
                 # version guard makes the second apply a no-op.
-                self._say(f"{source.name}: delete failed: {problem.get('Message', problem)}")
+                why = problem.get("Message", problem)
+                self.log.warning(
+                    "delete failed",
+                    f"{source.name}: delete failed: {why}",
+                    queue=source.name,
+                    error=str(why),
+                )
         with self._lock:
             self.stats.deleted += len(done)
             self.stats.retried += len(failed)
@@ -290,8 +310,8 @@ class EventSourceRunner:
         if install_signals:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, _stopper(stop, self))
-        names = ", ".join(q.name for q in self.queues)
-        self._say(f"consuming {names}")
+        names = [q.name for q in self.queues]
+        self.log.info("consuming", f"consuming {', '.join(names)}", queues=names)
         threads = [
             threading.Thread(target=self._loop, args=(q, stop), name=q.name, daemon=True)
             for q in self.queues
@@ -305,12 +325,23 @@ class EventSourceRunner:
             now = time.monotonic()
             if now - last >= report_every:
                 rate = (self.stats.received - reported) / (now - last)
-                self._say(f"{self.stats.line()}; {rate:.0f} msg/s")
+                self.log.info(
+                    "consumer progress",
+                    f"{self.stats.line()}; {rate:.0f} msg/s",
+                    **self.stats.fields(),
+                    per_second=round(rate, 1),
+                )
                 last, reported = now, self.stats.received
             if stop.is_set():
                 for thread in threads:
                     thread.join()
-        self._say(f"stopped after {time.monotonic() - started:.1f} s: {self.stats.line()}")
+        elapsed = time.monotonic() - started
+        self.log.info(
+            "consumer stopped",
+            f"stopped after {elapsed:.1f} s: {self.stats.line()}",
+            **self.stats.fields(),
+            seconds=round(elapsed, 1),
+        )
         return self.stats
 
     def _loop(self, source: QueueSource, stop: threading.Event) -> None:
@@ -322,7 +353,13 @@ class EventSourceRunner:
             except Exception as exc:
                 failures += 1
                 delay = float(min(30, 2**failures))
-                self._say(f"{source.name}: {exc}; retrying in {delay:.0f} s")
+                self.log.warning(
+                    "poll failed",
+                    f"{source.name}: {exc}; retrying in {delay:.0f} s",
+                    queue=source.name,
+                    error=str(exc),
+                    retry_in_s=delay,
+                )
                 stop.wait(delay)
 
 
@@ -330,6 +367,9 @@ def _stopper(stop: threading.Event, runner: EventSourceRunner) -> Callable[[int,
     def handle(signum: int, frame: Any) -> None:
         stop.set()
         with contextlib.suppress(Exception):
-            runner._say(f"{signal.Signals(signum).name}: finishing the batch in hand")
+            name = signal.Signals(signum).name
+            runner.log.info(
+                "consumer stopping", f"{name}: finishing the batch in hand", signal=name
+            )
 
     return handle

@@ -25,7 +25,7 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from replication.consumer.core import Consumer
 from replication.consumer.database import ConnectionSpec, connect, spec_for
@@ -37,7 +37,12 @@ from replication.payloads import PAYLOAD_MAX_BYTES
 from replication.topology.naming import DEFAULT_PREFIX
 
 if TYPE_CHECKING:
+    from boto3.session import Session
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
+
     from replication.consumer.runner import EventSourceRunner, RunnerSettings
+    from replication.logs import ProcessLog
 
 STATEMENTS_FILE = "mirror-statements.{dialect}.json"
 OWNER_ACCOUNTS = "REPLICATION_OWNER_ACCOUNTS"
@@ -111,29 +116,36 @@ def _positive(name: str, default: int) -> int:
 
 
 class LazyClients:
-    """boto3 clients created on first use, from the standard AWS configuration."""
+    """boto3 clients created on first use (by :mod:`replication.aws_clients`), then reused."""
 
-    def __init__(self, session: Any = None) -> None:
+    def __init__(self, session: Session | None = None) -> None:
         self._session = session
-        self._clients: dict[str, Any] = {}
+        self._sqs: SQSClient | None = None
+        self._s3: S3Client | None = None
 
-    def client(self, service: str) -> Any:
-        """The client of ``service``, created once."""
-        if service not in self._clients:
-            if self._session is None:
-                import boto3
+    def session(self) -> Session:
+        """The session both clients come from, created once (this imports boto3)."""
+        if self._session is None:
+            from replication.aws_clients import new_session
 
-                self._session = boto3.session.Session()
-            self._clients[service] = self._session.client(service)
-        return self._clients[service]
+            self._session = new_session()
+        return self._session
 
-    def sqs(self) -> Any:
-        """The SQS client."""
-        return self.client("sqs")
+    def sqs(self) -> SQSClient:
+        """The SQS client, created once."""
+        if self._sqs is None:
+            from replication.aws_clients import client
 
-    def s3(self) -> Any:
-        """The S3 client."""
-        return self.client("s3")
+            self._sqs = client("sqs", self.session())
+        return self._sqs
+
+    def s3(self) -> S3Client:
+        """The S3 client, created once."""
+        if self._s3 is None:
+            from replication.aws_clients import client
+
+            self._s3 = client("s3", self.session())
+        return self._s3
 
 
 def dump_statements(manifest: Manifest, dialect: str) -> str:
@@ -178,7 +190,7 @@ def load_statements(
         problem = None
         if found is None:
             problem = "has no statements for it"
-        elif found.dialect != dialect:
+        elif not found.rendered_for(dialect):
             problem = f"was rendered for {found.dialect}, the database is {dialect}"
         elif (found.table, found.contract_version) != (declaration.table, info.version):
             problem = f"was rendered for table {found.table} v{found.contract_version}"
@@ -274,9 +286,13 @@ def build_runner(
     spec: ConnectionSpec | None = None,
     clients: LazyClients | None = None,
     out: TextIO | None = None,
+    log: ProcessLog | None = None,
 ) -> EventSourceRunner:
-    """``replication consume``: the service's queues driving its apply handler."""
-    from replication.consumer.handler import ApplyFunction
+    """``replication consume``: the service's queues driving its apply handler.
+
+    The runner says what it does through ``log``, or in sentences to ``out``, or not at all.
+    """
+    from replication.consumer.function import ApplyFunction
     from replication.consumer.observe import Observer
     from replication.consumer.runner import EventSourceRunner
 
@@ -292,4 +308,5 @@ def build_runner(
         runner_settings,
         function_name=f"{manifest.service}-apply",
         out=out,
+        log=log,
     )

@@ -36,6 +36,7 @@ from typing import Any, TextIO
 import sqlalchemy as sa
 
 from replication.dburl import dialect_of, sqlalchemy_url, with_search_path
+from replication.demo.lines_folder import examples_folder
 from replication.errors import ConfigurationError
 
 PREFIX = "demo"
@@ -52,18 +53,6 @@ class _Service:
     name: str
     url: str
     engine: sa.Engine
-
-
-def examples_folder() -> Path:
-    """The example lines' manifests: shipped in the wheel, or the source tree's ``examples/``.
-
-    A wheel carries the repository's ``contracts/`` and ``examples/`` (their one copy)
-    as ``replication/demo/lines/``; an editable install or a checkout reads them in place.
-    """
-    shipped = Path(__file__).resolve().parent / "lines"
-    if (shipped / "examples").is_dir():
-        return shipped / "examples"
-    return Path(__file__).resolve().parents[2] / "examples"
 
 
 @contextmanager
@@ -160,11 +149,10 @@ def run_demo(*, database_url: str | None = None, out: TextIO, seed: int = 7) -> 
 
 
 def _run(say: _Printer, rng: random.Random, services: dict[str, _Service]) -> int:
-    import boto3
-
+    from replication.aws_clients import client
     from replication.consumer.database import spec_from_url
     from replication.consumer.failures_table import failures_table
-    from replication.consumer.handler import ApplyFunction
+    from replication.consumer.function import ApplyFunction
     from replication.consumer.runner import RunnerSettings
     from replication.consumer.wiring import ConsumerSettings, build_runner
     from replication.demo.drift import drift_and_repair
@@ -245,7 +233,7 @@ def _run(say: _Printer, rng: random.Random, services: dict[str, _Service]) -> in
     _orders_query(say, rng, orders_engine, customer_ids, skus)
 
     say.step("7. a poison message: a customer event that spoofs its source")
-    sqs = boto3.client("sqs")
+    sqs = client("sqs")
     queue = next(q.name for q in runner.queues if "crm-customer" in q.name)
     _poison(say, sqs, queue, runner, orders_engine)
 

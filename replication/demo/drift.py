@@ -70,6 +70,6 @@ def _report(say: Any, title: str, result: Reconciliation) -> None:
 
 
 def _orders_manifest() -> Any:
-    from replication.demo import examples_folder
+    from replication.demo.lines_folder import examples_folder
 
     return examples_folder() / "orders" / "replication.yaml"

@@ -13,12 +13,15 @@ __all__ = ["MAX_BATCH", "Depth", "Outgoing", "QueueNotFoundError", "Queues", "Sc
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from replication.awsenv import aws_errors, error_code
 from replication.dlq.messages import DeadLetter
 from replication.errors import ConfigurationError
 from replication.sqs_send import MAX_BATCH, Outgoing, send_batches
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
 
 _NOT_FOUND = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
 
@@ -57,7 +60,7 @@ class Scan:
 class Queues:
     """SQS queues by name, through one boto3 client."""
 
-    def __init__(self, sqs: Any) -> None:
+    def __init__(self, sqs: SQSClient) -> None:
         self.sqs = sqs
         self._urls: dict[str, str] = {}
 

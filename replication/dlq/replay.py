@@ -30,7 +30,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from replication.awsenv import aws_errors, error_code, http_status
 from replication.consumer.core import Consumer
@@ -38,6 +38,9 @@ from replication.consumer.records import Delivery
 from replication.dlq.messages import DeadLetter, Described, replay_attributes
 from replication.dlq.move import HandOver
 from replication.dlq.queues import Outgoing, Queues
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
 
 Verdict = Literal["apply", "stale", "invalid", "retry"]
 
@@ -148,7 +151,7 @@ class MoveTask:
 
 
 def start_move_task(
-    sqs: Any, source_arn: str, destination_arn: str, rate: float | None
+    sqs: SQSClient, source_arn: str, destination_arn: str, rate: float | None
 ) -> tuple[MoveTask | None, str]:
     """Start an SQS message move task; ``(None, why)`` where SQS has none (emulators)."""
     request: dict[str, Any] = {"SourceArn": source_arn, "DestinationArn": destination_arn}
@@ -176,7 +179,7 @@ _UNSUPPORTED = {
 
 
 def watch_move_task(
-    sqs: Any,
+    sqs: SQSClient,
     task: MoveTask,
     *,
     progress: Callable[[int, int | None], None],

@@ -14,15 +14,21 @@ from __future__ import annotations
 
 __all__ = [
     "TEMPLATE",
+    "Revision",
     "alembic_config",
-    "check",
     "current",
     "describe_difference",
+    "described",
+    "differences",
     "downgrade",
     "environment_of",
     "generate",
+    "revision_log",
     "revision_processor",
     "service_metadata",
+    "show_current",
+    "show_history",
+    "stamp",
     "upgrade",
 ]
 
@@ -40,6 +46,8 @@ from replication.consumer.failures_table import failures_table
 from replication.dburl import engine_url
 from replication.errors import ConfigurationError
 from replication.manifest import Manifest
+from replication.migrations.differences import describe_difference, differences, engine_of
+from replication.migrations.revisions import Revision, described, revision_log
 from replication.mirror.evolution import ReviewNotes, review
 from replication.mirror.tables import mirror_table
 from replication.outbox.table import (
@@ -86,12 +94,15 @@ def environment_of(manifest: Manifest, versions: Path | None = None) -> Path:
 
 def alembic_config(
     manifest: Manifest,
-    url: str,
+    url: str | None,
     *,
     versions: Path | None = None,
     script_location: Path | None = None,
 ) -> Config:
-    """An Alembic configuration for one service and one database."""
+    """An Alembic configuration for one service and one database (None: no database).
+
+    Without a database, only what reads the revisions alone works (``history``).
+    """
     config = Config()
     script_location = script_location or environment_of(manifest, versions)
     folder = versions or script_location / "versions" / manifest.service
@@ -100,7 +111,8 @@ def alembic_config(
     folder.mkdir(parents=True, exist_ok=True)
     config.set_main_option("script_location", str(script_location))
     config.set_main_option("version_locations", str(folder))
-    config.set_main_option("sqlalchemy.url", engine_url(url).replace("%", "%%"))
+    if url is not None:
+        config.set_main_option("sqlalchemy.url", engine_url(url).replace("%", "%%"))
     config.attributes["replication.manifest"] = manifest
     config.attributes["replication.metadata"] = service_metadata(manifest)
     config.attributes["replication.notes"] = ReviewNotes()
@@ -127,20 +139,47 @@ def _unless_empty(context: MigrationContext, revision: Any, directives: list[Any
         directives[:] = []
 
 
-def upgrade(config: Config, revision: str = "head") -> None:
-    """Upgrade the database to ``revision``."""
-    command.upgrade(config, revision)
+def upgrade(config: Config, revision: str = "head", *, sql: bool = False) -> None:
+    """Upgrade the database to ``revision``; with ``sql``, print the DDL instead (offline)."""
+    command.upgrade(config, revision, sql=sql)
 
 
-def downgrade(config: Config, revision: str) -> None:
-    """Downgrade the database to ``revision``."""
-    command.downgrade(config, revision)
+def downgrade(config: Config, revision: str, *, sql: bool = False) -> None:
+    """Downgrade the database to ``revision``; with ``sql``, print the DDL (``from:to``)."""
+    command.downgrade(config, revision, sql=sql)
+
+
+def stamp(config: Config, revision: str, *, sql: bool = False, purge: bool = False) -> None:
+    """Record ``revision`` in the version table without running a migration.
+
+    ``purge`` empties the version table first; ``sql`` prints the statements instead.
+    """
+    command.stamp(config, revision, sql=sql, purge=purge)
+
+
+def show_current(config: Config, *, verbose: bool = False) -> None:
+    """Print the revisions the database is at, as ``alembic current`` does."""
+    command.current(config, verbose=verbose)
+
+
+def show_history(
+    config: Config,
+    rev_range: str | None = None,
+    *,
+    verbose: bool = False,
+    indicate_current: bool = False,
+) -> None:
+    """Print the revisions, newest first, as ``alembic history`` does.
+
+    ``indicate_current`` reads the database to mark the revisions it is at.
+    """
+    command.history(config, rev_range, verbose=verbose, indicate_current=indicate_current)
 
 
 def current(config: Config) -> tuple[str, ...]:
     """The revisions the database is at (none at base), read from the service's version table."""
     manifest: Manifest = config.attributes["replication.manifest"]
-    engine = _engine(config)
+    engine = engine_of(config)
     try:
         with engine.connect() as connection:
             context = MigrationContext.configure(
@@ -149,116 +188,6 @@ def current(config: Config) -> tuple[str, ...]:
             return context.get_current_heads()
     finally:
         engine.dispose()
-
-
-def _engine(config: Config) -> sa.Engine:
-    url = config.get_main_option("sqlalchemy.url")
-    assert url is not None
-    return sa.create_engine(url.replace("%%", "%"), poolclass=sa.pool.NullPool)
-
-
-def check(config: Config) -> None:
-    """Raise ConfigurationError listing how the database differs from the declarations."""
-    from alembic.autogenerate import compare_metadata
-
-    metadata: sa.MetaData = config.attributes["replication.metadata"]
-    engine = _engine(config)
-    try:
-        with engine.connect() as connection:
-            context = MigrationContext.configure(
-                connection,
-                opts={
-                    "compare_type": True,
-                    "include_name": lambda name, kind, parent: (
-                        kind != "table" or name in metadata.tables
-                    ),
-                },
-            )
-            differences = compare_metadata(context, metadata)
-    finally:
-        engine.dispose()
-    if differences:
-        lines = [describe_difference(d) for d in differences]
-        raise ConfigurationError(
-            "the database differs from the declarations (generate and apply a migration):\n"
-            + "\n".join(f"  {line}" for line in lines)
-        )
-
-
-def describe_difference(difference: Any) -> str:
-    """One autogenerate difference as a line a person reads."""
-    if isinstance(difference, list):  # column modifications come grouped
-        return "; ".join(describe_difference(d) for d in difference)
-    kind = difference[0]
-    if kind == "add_table":
-        return f"table {difference[1].name} is declared but missing"
-    if kind == "remove_table":
-        return f"table {difference[1].name} exists but is no longer declared"
-    if kind == "add_column":
-        column = difference[3]
-        return f"column {difference[2]}.{column.name} ({column.type}) is declared but missing"
-    if kind == "remove_column":
-        return f"column {difference[2]}.{difference[3].name} exists but is no longer declared"
-    if kind == "modify_type":
-        return (
-            f"column {difference[2]}.{difference[3]} is {difference[5]} in the database, "
-            f"declared {difference[6]}"
-        )
-    if kind == "modify_nullable":
-        wanted = "nullable" if difference[6] else "NOT NULL"
-        return f"column {difference[2]}.{difference[3]} should be {wanted}"
-    if kind == "modify_default":
-        return (
-            f"column {difference[2]}.{difference[3]} has default {_default(difference[5])} "
-            f"in the database, declared {_default(difference[6])}"
-        )
-    if kind == "modify_comment":
-        return (
-            f"column {difference[2]}.{difference[3]} has comment {difference[5]!r} "
-            f"in the database, declared {difference[6]!r}"
-        )
-    if kind in ("add_index", "add_constraint", "add_fk"):
-        return f"{_constraint(difference[1])} is declared but missing"
-    if kind in ("remove_index", "remove_constraint", "remove_fk"):
-        return f"{_constraint(difference[1])} exists but is no longer declared"
-    if kind == "add_table_comment":
-        table = difference[1]
-        return (
-            f"table {table.name} has comment {difference[2]!r} in the database, "
-            f"declared {table.comment!r}"
-        )
-    if kind == "remove_table_comment":
-        return f"table {difference[1].name} has a comment that is no longer declared"
-    details = ", ".join(str(part) for part in difference[1:] if part is not None)
-    return f"{kind.replace('_', ' ')}: {details}"
-
-
-def _default(default: Any) -> str:
-    if default is None:
-        return "none"
-    text = getattr(default, "arg", default)  # a DefaultClause holds its text in arg
-    return str(getattr(text, "text", text))
-
-
-def _constraint(item: sa.Index | sa.Constraint) -> str:
-    """``unique index ix_name on table (a, b)``, ``foreign key fk on t (a) -> u (b)``."""
-    if isinstance(item, sa.Index):
-        names = [getattr(e, "name", None) or str(e) for e in item.expressions]
-        what = "unique index" if item.unique else "index"
-    else:
-        names = [c.name for c in getattr(item, "columns", ())]
-        what = {
-            "UniqueConstraint": "unique constraint",
-            "ForeignKeyConstraint": "foreign key",
-            "CheckConstraint": "check constraint",
-            "PrimaryKeyConstraint": "primary key",
-        }.get(type(item).__name__, type(item).__name__)
-    table = item.table.name if isinstance(item.table, sa.Table) else "?"
-    text = f"{what} {item.name or '(unnamed)'} on {table} ({', '.join(names)})"
-    if isinstance(item, sa.ForeignKeyConstraint):
-        target = ", ".join(element.target_fullname for element in item.elements)
-        text += f" -> {target}"
-    return text
 
 
 @Operations.register_operation("create_outbox_notify")
@@ -295,13 +224,13 @@ class DropOutboxNotifyOp(MigrateOperation):
 
 @Operations.implementation_for(CreateOutboxNotifyOp)
 def _create_notify(operations: Operations, operation: CreateOutboxNotifyOp) -> None:
-    if operations.get_bind().dialect.name == "postgresql":
+    if operations.migration_context.dialect.name == "postgresql":  # --sql has no bind
         operations.execute(create_notify_sql(operation.table_name))
 
 
 @Operations.implementation_for(DropOutboxNotifyOp)
 def _drop_notify(operations: Operations, operation: DropOutboxNotifyOp) -> None:
-    if operations.get_bind().dialect.name == "postgresql":
+    if operations.migration_context.dialect.name == "postgresql":
         operations.execute(drop_notify_sql(operation.table_name))
 
 

@@ -5,14 +5,16 @@ plain DB-API connection (psycopg2, psycopg 3, PyMySQL, sqlite3; a SQLAlchemy
 ``Connection`` is unwrapped), so this module imports neither SQLAlchemy nor a
 driver. It never commits: the caller owns the transaction.
 
-Per dialect, one set-based, version-guarded write per chunk of rows:
+One set-based, version-guarded write per chunk of rows, as the statements'
+dialect (:mod:`replication.dialects`) renders it:
 
-- PostgreSQL and SQLite: ``INSERT ... ON CONFLICT ... DO UPDATE ... WHERE
-  mirror.version < excluded.version RETURNING``; from ``bulk_threshold`` rows,
-  PostgreSQL first COPYs the rows into a temporary stage table and merges them
-  with one such statement.
-- MySQL/MariaDB: ``INSERT ... ON DUPLICATE KEY UPDATE`` with every column
-  guarded, then the batch's keys are read back: a row holding this call's
+- where the guarded upsert returns the rows it wrote (PostgreSQL and SQLite:
+  ``INSERT ... ON CONFLICT ... DO UPDATE ... WHERE mirror.version <
+  excluded.version RETURNING``), that is the outcome; from ``bulk_threshold``
+  rows, a dialect with a bulk path (PostgreSQL) first loads the rows into a
+  stage table (``COPY``) and merges them with one such statement;
+- elsewhere (MySQL/MariaDB: ``INSERT ... ON DUPLICATE KEY UPDATE`` with every
+  column guarded), the batch's keys are read back: a row holding this call's
   event id and applied-at time was written by it, any other is stale. (MySQL
   reports no per-row outcome, and a read before the write would miscount when
   a concurrent writer commits a newer version in between.)
@@ -23,36 +25,31 @@ from __future__ import annotations
 __all__ = ["apply_changes", "dialect_of", "refresh_changes"]
 
 import datetime as dt
-import io
 import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from replication.dialects import Dialect, dialect_for_driver
 from replication.errors import ConfigurationError
 from replication.events import ChangeEvent
 from replication.mirror.decide import ApplyResult, reduce_batch
 from replication.mirror.statements import MirrorStatements
-from replication.mirror.values import COPY, converters
+from replication.mirror.values import converters
 
 _META = 5  # version, deleted, event id, event time, applied at
-
-_DRIVER_DIALECTS = {
-    "psycopg2": "postgresql",
-    "psycopg": "postgresql",
-    "pymysql": "mysql",
-    "MySQLdb": "mysql",
-    "sqlite3": "sqlite",
-}
 
 
 def dialect_of(connection: Any) -> str:
     """The dialect of a DB-API (or SQLAlchemy) connection, from its driver."""
-    raw = _dbapi(connection)
+    return _dialect_of(_dbapi(connection)).name
+
+
+def _dialect_of(raw: Any) -> Dialect:
     root = type(raw).__module__.split(".", 1)[0]
-    try:
-        return _DRIVER_DIALECTS[root]
-    except KeyError:
-        raise ValueError(f"unsupported database driver {root!r}") from None
+    found = dialect_for_driver(root)
+    if found is None:
+        raise ValueError(f"unsupported database driver {root!r}")
+    return found
 
 
 def _dbapi(connection: Any) -> Any:
@@ -75,10 +72,10 @@ def apply_changes(
 ) -> ApplyResult:
     """Apply ``events`` to the mirror of ``statements`` in the caller's transaction."""
     raw = _dbapi(connection)
-    actual = dialect_of(raw)
-    if actual != statements.dialect:
+    dialect = _dialect_of(raw)
+    if dialect.name != statements.dialect:
         raise ValueError(
-            f"statements were rendered for {statements.dialect}, the connection is {actual}"
+            f"statements were rendered for {statements.dialect}, the connection is {dialect.name}"
         )
     for event in events:
         if (event.entity, event.contract.version) != (
@@ -89,7 +86,7 @@ def apply_changes(
                 f"{event!r} is not for mirror {statements.table} "
                 f"({statements.entity} v{statements.contract_version})"
             )
-    if _in_autocommit(raw, actual):
+    if dialect.in_autocommit(raw):
         # Each statement would commit on its own: the batch would not be atomic, and
         # PostgreSQL's stage table (ON COMMIT DELETE ROWS) would empty before the merge.
         raise ValueError(
@@ -103,15 +100,15 @@ def apply_changes(
     applied_at = _unique_stamp(now or dt.datetime.now(dt.UTC))
     cursor = raw.cursor()
     try:
-        if statements.dialect == "mysql":
-            written = _write_mysql(cursor, statements, reduced, applied_at)
+        if not dialect.returns_written:
+            written = _write_read_back(cursor, statements, reduced, applied_at)
         elif (
             bulk
             and statements.bulk_threshold
             and len(reduced) >= statements.bulk_threshold
-            and (hasattr(cursor, "copy_expert") or hasattr(cursor, "copy"))
+            and dialect.can_bulk_load(cursor)
         ):
-            written = _write_copy_merge(cursor, statements, reduced, applied_at)
+            written = _write_stage_merge(cursor, dialect, statements, reduced, applied_at)
         else:
             written = _write_returning(cursor, statements, reduced, applied_at)
     finally:
@@ -167,14 +164,6 @@ def refresh_changes(
     return frozenset(written)
 
 
-def _in_autocommit(raw: Any, dialect: str) -> bool:
-    if dialect == "sqlite":
-        return raw.isolation_level is None
-    if dialect == "mysql":
-        return bool(getattr(raw, "autocommit_mode", False))  # PyMySQL
-    return getattr(raw, "autocommit", False) is True  # psycopg2, psycopg 3
-
-
 _last_stamp = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _stamp_lock = threading.Lock()
 _STAMP_WINDOW = dt.timedelta(seconds=1)
@@ -183,8 +172,9 @@ _STAMP_WINDOW = dt.timedelta(seconds=1)
 def _unique_stamp(now: dt.datetime) -> dt.datetime:
     """``now``, moved forward by microseconds if a recent call used it, so calls differ.
 
-    MySQL tells which rows a call wrote by its event id and applied-at stamp; two
-    calls applying the same event with the same stamp would be indistinguishable.
+    Where the apply reads the written rows back (MySQL), it tells which rows a call
+    wrote by its event id and applied-at stamp; two calls applying the same event
+    with the same stamp would be indistinguishable.
     """
     global _last_stamp
     with _stamp_lock:
@@ -240,7 +230,7 @@ def _upsert_sql(statements: MirrorStatements, rows: int) -> str:
 def _write_returning(
     cursor: Any, statements: MirrorStatements, events: list[ChangeEvent], applied_at: dt.datetime
 ) -> list[tuple[bool, str]]:
-    """PostgreSQL and SQLite: guarded upsert; RETURNING lists the rows it wrote."""
+    """Guarded upsert; RETURNING lists the rows it wrote."""
     rows = _rows(statements, events, applied_at, statements.dialect)
     written: list[tuple[bool, str]] = []
     for chunk in _chunks(rows, statements.rows_per_statement):
@@ -250,41 +240,33 @@ def _write_returning(
     return written
 
 
-def _write_copy_merge(
-    cursor: Any, statements: MirrorStatements, events: list[ChangeEvent], applied_at: dt.datetime
+def _write_stage_merge(
+    cursor: Any,
+    dialect: Dialect,
+    statements: MirrorStatements,
+    events: list[ChangeEvent],
+    applied_at: dt.datetime,
 ) -> list[tuple[bool, str]]:
-    """PostgreSQL bulk path: COPY into a session-local stage table, then one guarded merge."""
-    convert = converters(statements.kinds, COPY)
+    """Bulk path: load a session-local stage table in one go, then one guarded merge."""
     data_columns = _data_columns(statements)
-    buffer = io.StringIO()
-    write = buffer.write
-    for event in events:
-        values = _values(data_columns, event, applied_at)
-        write("\t".join([f(v) for f, v in zip(convert, values, strict=True)]))
-        write("\n")
-    buffer.seek(0)
     cursor.execute(statements.stage_setup)
-    _copy_in(cursor, statements.stage_copy, buffer)
+    dialect.bulk_load(
+        cursor,
+        statements.stage_copy,
+        statements.kinds,
+        (_values(data_columns, event, applied_at) for event in events),
+    )
     cursor.execute(statements.stage_merge)
     written = [(bool(flag), str(event_id)) for flag, event_id in cursor.fetchall()]
     cursor.execute(statements.stage_clear)
     return written
 
 
-def _copy_in(cursor: Any, sql: str, buffer: io.StringIO) -> None:
-    """Run ``COPY ... FROM STDIN`` with ``buffer``'s text, through psycopg2 or psycopg 3."""
-    if hasattr(cursor, "copy_expert"):  # psycopg2
-        cursor.copy_expert(sql, buffer)
-        return
-    with cursor.copy(sql) as copy:  # psycopg 3
-        copy.write(buffer.getvalue())
-
-
-def _write_mysql(
+def _write_read_back(
     cursor: Any, statements: MirrorStatements, events: list[ChangeEvent], applied_at: dt.datetime
 ) -> list[tuple[bool, str]]:
-    """MySQL/MariaDB: guarded upsert of every row, then read back which rows this call wrote."""
-    rows = _rows(statements, events, applied_at, "mysql")
+    """Guarded upsert of every row, then read back which rows this call wrote."""
+    rows = _rows(statements, events, applied_at, statements.dialect)
     k = statements.key_count
     event_id_at = len(statements.columns) - _META + 2
     stamp = rows[0][event_id_at + 2]  # applied-at, as the driver was given it

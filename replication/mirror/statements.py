@@ -14,6 +14,8 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from replication.dialects import dialect_named
+
 
 @dataclass(frozen=True)
 class MirrorStatements:
@@ -44,6 +46,10 @@ class MirrorStatements:
     refresh_update: str = ""
     """UPDATE of a live row held at exactly the given version (a backfill's or a repair's
     snapshot): data columns and stamps set, then the key, version and deleted flag matched."""
+
+    def rendered_for(self, dialect: str) -> bool:
+        """Whether these statements are ``dialect``'s (by any of its names: ``mariadb`` too)."""
+        return dialect_named(dialect).name == self.dialect
 
     def to_json(self) -> str:
         """This object as JSON, to render at build time and load at run time."""

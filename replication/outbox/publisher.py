@@ -21,10 +21,17 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from replication.awsenv import error_code, http_status
 from replication.errors import TransientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_sns import SNSClient
+    from mypy_boto3_sns.type_defs import (
+        MessageAttributeValueTypeDef,
+        PublishBatchRequestEntryTypeDef,
+    )
 
 MAX_BATCH_ENTRIES = 10
 """SNS PublishBatch takes at most 10 entries."""
@@ -89,7 +96,7 @@ class Publisher(ABC):
 class SnsPublisher(Publisher):
     """Publishes with SNS ``PublishBatch``."""
 
-    def __init__(self, sns_client: Any) -> None:
+    def __init__(self, sns_client: SNSClient) -> None:
         self._sns = sns_client
 
     def publish_batch(self, topic_arn: str, messages: Sequence[OutgoingMessage]) -> PublishResult:
@@ -123,14 +130,14 @@ class SnsPublisher(Publisher):
         return PublishResult(failed=failed)
 
 
-def _entry(message: OutgoingMessage) -> dict[str, Any]:
-    attributes: dict[str, Any] = {
+def _entry(message: OutgoingMessage) -> PublishBatchRequestEntryTypeDef:
+    attributes: dict[str, MessageAttributeValueTypeDef] = {
         name: {"DataType": "String", "StringValue": value}
         for name, value in message.attributes.items()
     }
     for name, number in message.number_attributes.items():
         attributes[name] = {"DataType": "Number", "StringValue": str(number)}
-    entry: dict[str, Any] = {
+    entry: PublishBatchRequestEntryTypeDef = {
         "Id": message.id,
         "Message": message.body,
         "MessageAttributes": attributes,

@@ -6,6 +6,7 @@
 - :func:`run_forever` is ``replication relay``: it drains, then waits for
   PostgreSQL ``NOTIFY`` (or polls other databases), reports throughput, and
   stops between cycles on SIGTERM/SIGINT, so nothing is lost or marked twice.
+  It logs JSON lines, or sentences on a terminal (:mod:`replication.logs`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import contextlib
 import os
 import select
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +26,7 @@ from typing import Any, TextIO
 
 from replication.dburl import engine_url
 from replication.errors import ConfigurationError
+from replication.logs import ProcessLog
 from replication.manifest import Manifest
 from replication.outbox.publisher import SnsPublisher
 from replication.outbox.relay import Relay, RelayConfig, RelayStats, TopicRouter
@@ -53,6 +56,7 @@ def build_relay(manifest: Manifest, settings: RelaySettings, *, url: str | None 
     """A relay for the entities ``manifest``'s service owns."""
     import sqlalchemy as sa
 
+    from replication.aws_clients import client
     from replication.awsenv import locate
     from replication.consumer.database import url_for
     from replication.payloads import PayloadStore
@@ -70,12 +74,12 @@ def build_relay(manifest: Manifest, settings: RelaySettings, *, url: str | None 
     payloads = None
     if settings.payload_bucket:
         payloads = PayloadStore(
-            where.session.client("s3"), settings.payload_bucket, owner=manifest.service
+            client("s3", where.session), settings.payload_bucket, owner=manifest.service
         )
     engine = sa.create_engine(engine_url(url or url_for(manifest)), pool_pre_ping=True)
     return Relay(
         engine,
-        SnsPublisher(where.session.client("sns")),
+        SnsPublisher(client("sns", where.session)),
         router,
         payloads=payloads,
         config=RelayConfig(batch_size=settings.batch_size),
@@ -160,22 +164,36 @@ def run_forever(
     poll_interval: float = 5.0,
     report_every: float = 10.0,
     purge_every: float = 3600.0,
-    out: TextIO,
+    out: TextIO | None = None,
+    log: ProcessLog | None = None,
     stop: threading.Event | None = None,
     install_signals: bool = True,
 ) -> RelayStats:
-    """Relay until SIGTERM/SIGINT (or ``stop``); returns the totals."""
+    """Relay until SIGTERM/SIGINT (or ``stop``); returns the totals.
+
+    It says what it does through ``log``, or in sentences to ``out`` (default stdout).
+    """
+    log = log or ProcessLog(out=out or sys.stdout)
     stop = stop or threading.Event()
     if install_signals:
         for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, _stopper(stop, out))
+            signal.signal(signum, _stopper(stop, log))
     waiter = _Waiter.open(relay, poll_interval)
     mode = "LISTEN/NOTIFY" if waiter.listening else f"polling every {poll_interval:g} s"
+    known: dict[str, Any] = {}
     try:
-        pending = str(relay.pending())
+        known["pending"] = relay.pending()
+        pending = str(known["pending"])
     except Exception as exc:  # the database is down at start: the loop retries
         pending = f"unknown ({exc})"
-    print(f"relay started ({mode}); {pending} row(s) pending", file=out, flush=True)
+        known["error"] = str(exc)
+    log.info(
+        "relay started",
+        f"relay started ({mode}); {pending} row(s) pending",
+        mode="listen" if waiter.listening else "poll",
+        poll_interval_s=poll_interval,
+        **known,
+    )
     total = RelayStats()
     started = last_report = time.monotonic()
     last_purge = started - purge_every  # purge once at start
@@ -188,24 +206,35 @@ def run_forever(
                 now = time.monotonic()
                 if now - last_report >= report_every:
                     rate = (total.published - reported) / (now - last_report)
-                    print(
+                    backlog = relay.pending()
+                    log.info(
+                        "relay progress",
                         f"published {total.published} ({rate:.0f}/s), failed {total.failed}, "
-                        f"pending {relay.pending()}",
-                        file=out,
-                        flush=True,
+                        f"pending {backlog}",
+                        published=total.published,
+                        per_second=round(rate, 1),
+                        failed=total.failed,
+                        pending=backlog,
                     )
                     last_report, reported = now, total.published
                 if now - last_purge >= purge_every and not stop.is_set():
                     purged = relay.purge_published()
                     if purged:
-                        print(f"purged {purged} published row(s) past retention", file=out)
+                        log.info(
+                            "relay purged",
+                            f"purged {purged} published row(s) past retention",
+                            purged=purged,
+                        )
                     last_purge = now
                 failures = 0
             except Exception as exc:  # database unreachable, deadlock: keep going
                 failures += 1
                 delay = float(min(60, 2**failures))
-                print(
-                    f"relay cycle failed ({exc}); retrying in {delay:.0f} s", file=out, flush=True
+                log.warning(
+                    "relay cycle failed",
+                    f"relay cycle failed ({exc}); retrying in {delay:.0f} s",
+                    error=str(exc),
+                    retry_in_s=delay,
                 )
                 waiter.close()
                 stop.wait(delay)
@@ -219,23 +248,29 @@ def run_forever(
     finally:
         waiter.close()
     elapsed = time.monotonic() - started
+    known = {}
     try:
-        pending = str(relay.pending())
+        known["pending"] = relay.pending()
+        pending = str(known["pending"])
     except Exception:  # the database is down at shutdown
         pending = "unknown"
-    print(
+    log.info(
+        "relay stopped",
         f"relay stopped: published {total.published} in {elapsed:.1f} s, failed {total.failed}, "
         f"pending {pending}",
-        file=out,
-        flush=True,
+        published=total.published,
+        seconds=round(elapsed, 1),
+        failed=total.failed,
+        **known,
     )
     return total
 
 
-def _stopper(stop: threading.Event, out: TextIO) -> Callable[[int, Any], None]:
+def _stopper(stop: threading.Event, log: ProcessLog) -> Callable[[int, Any], None]:
     def handle(signum: int, frame: Any) -> None:
-        stop.set()  # first: printing may fail while the main loop prints
+        stop.set()  # first: saying so may fail while the main loop says something
+        name = signal.Signals(signum).name
         with contextlib.suppress(Exception):
-            print(f"{signal.Signals(signum).name}: finishing the current cycle", file=out)
+            log.info("relay stopping", f"{name}: finishing the current cycle", signal=name)
 
     return handle

@@ -38,6 +38,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.sql.expression import ColumnElement
 
+from replication.dialects import Dialect, dialect_named
 from replication.errors import ConfigurationError
 from replication.manifest import MirrorDeclaration
 from replication.mirror.tables import DELETED, VERSION, mirror_table
@@ -74,11 +75,15 @@ class Side:
     where: Sequence[ColumnElement[bool]] = field(default_factory=list)
 
     @property
-    def dialect(self) -> str:
-        """The database's dialect name (``mariadb`` apart from ``mysql``: their JSON differs)."""
-        if getattr(self.engine.dialect, "is_mariadb", False):
-            return "mariadb"
-        return self.engine.dialect.name
+    def dialect(self) -> Dialect:
+        """The database's dialect."""
+        return dialect_named(self.engine.dialect.name)
+
+    @property
+    def database(self) -> str:
+        """The database's name where its comparison SQL differs from its dialect's others'
+        (``mariadb`` apart from ``mysql``: their JSON differs)."""
+        return self.dialect.variant(self.engine.dialect)
 
     def key_text(self) -> ColumnElement[Any]:
         """The canonical text of the key."""
@@ -190,18 +195,16 @@ def reconcile(
 ) -> Reconciliation:
     """Compare ``owner`` and ``mirror``; at most ``limit`` drifts are kept in the report."""
     started = time.monotonic()
-    skipped = frozenset(
-        name
-        for name, _, json_text in mirror.fields
-        if json_text and owner.dialect != mirror.dialect
-    )
+    # Both on one database: its own hash functions, faster than MD5 and equal on both
+    # sides, and its own JSON text; across two, MD5 and no JSON text.
+    portable = owner.database != mirror.database
+    skipped = frozenset(name for name, _, json_text in mirror.fields if json_text and portable)
     result = Reconciliation(buckets, skipped_fields=tuple(sorted(skipped)))
-    # Both on one dialect: its own hash functions, faster than MD5 and equal on both sides.
-    portable = owner.dialect != mirror.dialect
-    if portable and "sqlite" in (owner.dialect, mirror.dialect):
+    alone = [s.database for s in (owner, mirror) if not s.dialect.portable_hashes]
+    if portable and alone:
         raise ConfigurationError(
-            f"cannot compare {owner.dialect} with {mirror.dialect}: SQLite is compared "
-            "with SQLite only"
+            f"cannot compare {owner.database} with {mirror.database}: {alone[0]} is compared "
+            f"with {alone[0]} only"
         )
     with ThreadPoolExecutor(2) as pool:
         owner_sums, mirror_sums = pool.map(
@@ -235,10 +238,7 @@ def _bucket_sums(
         inner.c.bucket
     )
     with connect(side.engine) as connection:
-        if side.dialect == "postgresql":
-            # Room to group the buckets in memory (the planner cannot tell there are only
-            # a few thousand, and would otherwise sort every row to disk).
-            connection.exec_driver_sql(f"SET LOCAL work_mem = '{GROUPING_MEMORY}'")
+        side.dialect.prepare_grouping(connection, GROUPING_MEMORY)
         return {int(b): (int(n), int(h)) for b, n, h in connection.execute(query)}
 
 

@@ -14,6 +14,10 @@ JSON is normalised by each database's own rules (``jsonb`` text on
 PostgreSQL, ``JSON_NORMALIZE`` on MariaDB), which agree within a dialect;
 across dialects JSON fields are left out of the content hash (see
 ``Comparison``).
+
+The SQL of each function is the dialect's (:mod:`replication.dialects`): the
+elements here compile through whichever dialect the engine's SQLAlchemy
+dialect names.
 """
 
 from __future__ import annotations
@@ -35,7 +39,6 @@ __all__ = [
 
 import datetime as dt
 import enum
-import hashlib
 import json
 import types
 import typing
@@ -49,6 +52,8 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
+
+from replication.dialects import Dialect, dialect_named
 
 SEPARATOR = "\x1f"
 NULL_MARK = "\x1e"
@@ -91,15 +96,8 @@ class binary_text(FunctionElement[str]):  # noqa: N801
     inherit_cache = False
 
 
-@compiles(binary_text, "postgresql")
-def _binary_text_pg(element: binary_text, compiler: Any, **kw: Any) -> str:
-    return f'({_arg(compiler, element, **kw)} COLLATE "C")'
-
-
-@compiles(binary_text, "mysql")
-@compiles(binary_text, "mariadb")
-def _binary_text_mysql(element: binary_text, compiler: Any, **kw: Any) -> str:
-    return f"(CONVERT({_arg(compiler, element, **kw)} USING utf8mb4) COLLATE utf8mb4_bin)"
+def _dialect(compiler: Any) -> Dialect:
+    return dialect_named(compiler.dialect.name)
 
 
 def _arg(compiler: Any, element: FunctionElement[Any], **kw: Any) -> str:
@@ -107,85 +105,27 @@ def _arg(compiler: Any, element: FunctionElement[Any], **kw: Any) -> str:
     return str(compiler.process(value, **kw))
 
 
-@compiles(canonical, "postgresql")
-def _canonical_pg(element: canonical, compiler: Any, **kw: Any) -> str:
-    x = _arg(compiler, element, **kw)
-    kind = element.kind
-    if kind in ("str", "enum", "int", "float"):
-        return f"CAST({x} AS TEXT)"
-    if kind == "uuid":
-        [value] = list(element.clauses)
-        if isinstance(value.type, sa.Uuid):
-            return f"CAST({x} AS TEXT)"  # PostgreSQL writes UUIDs in lower case
-        # Text holding a UUID, hyphenated or as 32 hex digits, in either case (lower-casing
-        # the usual hyphenated form is cheaper than parsing it).
-        return (
-            f'CASE WHEN char_length({x}) = 36 THEN lower(CAST({x} AS TEXT) COLLATE "C") '
-            f"ELSE CAST(CAST({x} AS UUID) AS TEXT) END"
-        )
-    if kind == "bool":
-        return f"CASE WHEN {x} THEN '1' WHEN NOT {x} THEN '0' END"
-    if kind == "decimal":
-        return f"CAST(round(CAST({x} AS NUMERIC), {int(element.scale or 0)}) AS TEXT)"
-    if kind == "datetime":
-        return f"to_char({x} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"
-    if kind == "date":
-        return f"to_char({x}, 'YYYY-MM-DD')"
-    if kind == "json":
-        return f"CAST(CAST({x} AS JSONB) AS TEXT)"
-    raise ValueError(f"no canonical text for kind {kind}")
+@compiles(binary_text)
+def _binary_text(element: binary_text, compiler: Any, **kw: Any) -> str:
+    return _dialect(compiler).binary_text_sql(_arg(compiler, element, **kw))
 
 
-@compiles(canonical, "mysql")
-@compiles(canonical, "mariadb")
-def _canonical_mysql(element: canonical, compiler: Any, **kw: Any) -> str:
-    x = _arg(compiler, element, **kw)
-    kind = element.kind
-    if kind in ("str", "enum"):
-        return f"CAST({x} AS CHAR CHARACTER SET utf8mb4)"
-    if kind in ("int", "float"):
-        return f"CAST({x} AS CHAR)"
-    if kind == "uuid":
-        # SQLAlchemy's Uuid is CHAR(32) here (hex without hyphens); mirrors hold 36 characters.
-        hyphenated = (
-            f"CONCAT_WS('-', SUBSTRING({x}, 1, 8), SUBSTRING({x}, 9, 4), "
-            f"SUBSTRING({x}, 13, 4), SUBSTRING({x}, 17, 4), SUBSTRING({x}, 21))"
-        )
-        return f"LOWER(IF(CHAR_LENGTH({x}) = 32, {hyphenated}, {x}))"
-    if kind == "bool":
-        return f"CASE WHEN {x} THEN '1' WHEN NOT {x} THEN '0' END"
-    if kind == "decimal":
-        return f"CAST(ROUND({x}, {int(element.scale or 0)}) AS CHAR)"
-    if kind == "datetime":
-        return f"DATE_FORMAT({x}, '%%Y-%%m-%%dT%%H:%%i:%%s.%%f')"
-    if kind == "date":
-        return f"DATE_FORMAT({x}, '%%Y-%%m-%%d')"
-    if kind == "json":
-        mariadb = getattr(compiler.dialect, "is_mariadb", False)
-        return f"JSON_NORMALIZE({x})" if mariadb else f"CAST(CAST({x} AS JSON) AS CHAR)"
-    raise ValueError(f"no canonical text for kind {kind}")
+@compiles(canonical)
+def _canonical(element: canonical, compiler: Any, **kw: Any) -> str:
+    [value] = list(element.clauses)
+    return _dialect(compiler).canonical_sql(
+        _arg(compiler, element, **kw),
+        element.kind,
+        int(element.scale or 0),
+        uuid_typed=isinstance(value.type, sa.Uuid),
+        engine_dialect=compiler.dialect,
+    )
 
 
-@compiles(_hash_int, "postgresql")
-def _hash_int_pg(element: _hash_int, compiler: Any, **kw: Any) -> str:
-    x = _arg(compiler, element, **kw)
-    if not element.portable:
-        if element.digits <= 8:
-            return f"(CAST(hashtext({x}) AS BIGINT) & 2147483647)"
-        return f"hashtextextended({x}, 0)"
-    bits = element.digits * 4
-    return f"CAST(CAST(('x' || substr(md5({x}), 1, {element.digits})) AS bit({bits})) AS BIGINT)"
-
-
-@compiles(_hash_int, "mysql")
-@compiles(_hash_int, "mariadb")
-def _hash_int_mysql(element: _hash_int, compiler: Any, **kw: Any) -> str:
-    x = _arg(compiler, element, **kw)
-    # Hashes see the bytes of the text's own character set: UTF-8 it first, as PostgreSQL's.
-    utf8 = f"CONVERT({x} USING utf8mb4)"
-    if not element.portable and element.digits <= 8:
-        return f"CRC32({utf8})"
-    return f"CAST(CONV(SUBSTRING(MD5({utf8}), 1, {element.digits}), 16, 10) AS UNSIGNED)"
+@compiles(_hash_int)
+def _hash_int_sql(element: _hash_int, compiler: Any, **kw: Any) -> str:
+    text = _arg(compiler, element, **kw)
+    return _dialect(compiler).hash_sql(text, element.digits, portable=element.portable)
 
 
 _MAX_ARGUMENTS = 90
@@ -237,15 +177,9 @@ def _pairs(element: json_object, compiler: Any, **kw: Any) -> str:
     )
 
 
-@compiles(json_object, "postgresql")
-def _json_object_pg(element: json_object, compiler: Any, **kw: Any) -> str:
-    return f"jsonb_build_object({_pairs(element, compiler, **kw)})"
-
-
-@compiles(json_object, "mysql")
-@compiles(json_object, "mariadb")
-def _json_object_mysql(element: json_object, compiler: Any, **kw: Any) -> str:
-    return f"JSON_OBJECT({_pairs(element, compiler, **kw)})"
+@compiles(json_object)
+def _json_object(element: json_object, compiler: Any, **kw: Any) -> str:
+    return _dialect(compiler).json_object_sql(_pairs(element, compiler, **kw))
 
 
 class json_value(FunctionElement[str]):  # noqa: N801 - reads as a SQL function
@@ -259,15 +193,9 @@ class json_value(FunctionElement[str]):  # noqa: N801 - reads as a SQL function
         super().__init__(document)
 
 
-@compiles(json_value, "postgresql")
-def _json_value_pg(element: json_value, compiler: Any, **kw: Any) -> str:
-    return f"(CAST({_arg(compiler, element, **kw)} AS JSONB) ->> '{element.name}')"
-
-
-@compiles(json_value, "mysql")
-@compiles(json_value, "mariadb")
-def _json_value_mysql(element: json_value, compiler: Any, **kw: Any) -> str:
-    return f"JSON_VALUE({_arg(compiler, element, **kw)}, '$.{element.name}')"
+@compiles(json_value)
+def _json_value(element: json_value, compiler: Any, **kw: Any) -> str:
+    return _dialect(compiler).json_value_sql(_arg(compiler, element, **kw), element.name)
 
 
 def field_parts(
@@ -317,35 +245,6 @@ def _text_members(annotation: Any) -> dict[str, str] | None:
     return members
 
 
-# -- SQLite: the same functions, in Python (the demo's embedded default) -------------------
-
-
-@compiles(canonical, "sqlite")
-def _canonical_sqlite(element: canonical, compiler: Any, **kw: Any) -> str:
-    x = _arg(compiler, element, **kw)
-    return f"replication_canonical('{element.kind}', {int(element.scale or 0)}, {x})"
-
-
-@compiles(_hash_int, "sqlite")
-def _hash_int_sqlite(element: _hash_int, compiler: Any, **kw: Any) -> str:
-    return f"replication_hash({_arg(compiler, element, **kw)}, {element.digits})"
-
-
-@compiles(json_value, "sqlite")
-def _json_value_sqlite(element: json_value, compiler: Any, **kw: Any) -> str:
-    return f"json_extract({_arg(compiler, element, **kw)}, '$.{element.name}')"
-
-
-@compiles(json_object, "sqlite")
-def _json_object_sqlite(element: json_object, compiler: Any, **kw: Any) -> str:
-    return f"json_object({_pairs(element, compiler, **kw)})"
-
-
-@compiles(binary_text, "sqlite")
-def _binary_text_sqlite(element: binary_text, compiler: Any, **kw: Any) -> str:
-    return _arg(compiler, element, **kw)  # SQLite compares text byte by byte already
-
-
 def canonical_value(kind: str, scale: int, value: Any) -> str | None:
     """The canonical text of a Python value of a field of ``kind`` (SQLite's, and keys')."""
     if value is None:
@@ -371,41 +270,15 @@ def canonical_value(kind: str, scale: int, value: Any) -> str | None:
     return str(value)
 
 
-def _hash_python(text: str | None, digits: int) -> int | None:
-    if text is None:
-        return None
-    value = int(hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()[:digits], 16)
-    # SQLite sums in 64-bit integers: 40-bit row hashes leave room for 8 million rows a bucket.
-    return value & (2**40 - 1) if digits > 10 else value
-
-
-def _concat_ws(separator: str, *parts: Any) -> str:
-    return separator.join(str(p) for p in parts if p is not None)
-
-
 @contextmanager
 def connect(engine: Any) -> Iterator[Any]:
-    """A connection of ``engine`` for a comparison: times in UTC; SQLite's functions defined.
+    """A connection of ``engine`` set up for a comparison by its dialect: times in UTC, the
+    functions the dialect lacks defined (:meth:`replication.dialects.Dialect.comparing`).
 
     The session time zone decides how PostgreSQL formats a ``timestamp`` and how
-    MySQL reads a ``TIMESTAMP``: UTC here, on both sides, for this transaction
-    (PostgreSQL) or until the connection is handed back (MySQL restores it).
+    MySQL reads a ``TIMESTAMP``: UTC, on both sides.
     """
     with engine.connect() as connection:
-        name = engine.dialect.name
-        if name == "postgresql":
-            connection.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")
-        elif name in ("mysql", "mariadb"):
-            connection.exec_driver_sql("SET @replication_time_zone = @@session.time_zone")
-            connection.exec_driver_sql("SET time_zone = '+00:00'")
-        elif name == "sqlite":
-            raw = connection.connection.dbapi_connection
-            raw.create_function("replication_canonical", 3, canonical_value, deterministic=True)
-            raw.create_function("replication_hash", 2, _hash_python, deterministic=True)
-            raw.create_function("concat_ws", -1, _concat_ws, deterministic=True)
-        try:
+        dialect = dialect_named(engine.dialect.name)
+        with dialect.comparing(connection, canonical_value):
             yield connection
-        finally:
-            if name in ("mysql", "mariadb"):
-                connection.rollback()
-                connection.exec_driver_sql("SET time_zone = @replication_time_zone")

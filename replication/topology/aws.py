@@ -13,8 +13,9 @@ __all__ = ["AwsTopology", "Change", "Plan", "Removal", "destroy"]
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
+from replication.aws_clients import client
 from replication.awsenv import error_code, locate
 from replication.topology.model import QueueSpec, TopicSpec, Topology
 from replication.topology.naming import topic_arn
@@ -26,6 +27,11 @@ from replication.topology.policies import (
     subscription_attributes,
     topic_attributes,
 )
+
+if TYPE_CHECKING:
+    from mypy_boto3_sns import SNSClient
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.literals import QueueAttributeNameType
 
 Action = Literal["create", "update", "unchanged"]
 Kind = Literal["topic", "queue", "dlq", "subscription"]
@@ -106,7 +112,13 @@ class AwsTopology:
     """Reads and converges the live SNS/SQS resources of a topology."""
 
     def __init__(
-        self, sns: Any, sqs: Any, *, region: str, account: str, partition: str = "aws"
+        self,
+        sns: SNSClient,
+        sqs: SQSClient,
+        *,
+        region: str,
+        account: str,
+        partition: str = "aws",
     ) -> None:
         self.sns = sns
         self.sqs = sqs
@@ -119,8 +131,8 @@ class AwsTopology:
         """Clients, region and account from the standard AWS configuration."""
         where = locate()
         return cls(
-            where.session.client("sns"),
-            where.session.client("sqs"),
+            client("sns", where.session),
+            client("sqs", where.session),
             region=where.region,
             account=where.account,
             partition=where.partition,
@@ -158,10 +170,8 @@ class AwsTopology:
             ):
                 return None
             raise
-        attributes: dict[str, str] = self.sqs.get_queue_attributes(
-            QueueUrl=url, AttributeNames=["All"]
-        )["Attributes"]
-        return attributes
+        live = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
+        return {str(name): value for name, value in live["Attributes"].items()}
 
     def _subscription_live(self, topic: str, queue: str) -> tuple[str, dict[str, str]] | None:
         paginator = self.sns.get_paginator("list_subscriptions_by_topic")
@@ -249,11 +259,13 @@ class AwsTopology:
                 )
 
     def _apply_queue(self, change: Change) -> None:
+        # The names come from replication.topology.policies: SQS's own attribute names.
+        attributes = cast("dict[QueueAttributeNameType, str]", change.attributes)
         if change.action == "create":
-            self.sqs.create_queue(QueueName=change.name, Attributes=change.attributes)
+            self.sqs.create_queue(QueueName=change.name, Attributes=attributes)
             return
         url = self.sqs.get_queue_url(QueueName=change.name)["QueueUrl"]
-        updatable = {k: v for k, v in change.attributes.items() if k not in _CREATE_ONLY}
+        updatable = {k: v for k, v in attributes.items() if k not in _CREATE_ONLY}
         self.sqs.set_queue_attributes(QueueUrl=url, Attributes=updatable)
 
     def _apply_subscription(self, change: Change, topology: Topology, queue: QueueSpec) -> None:

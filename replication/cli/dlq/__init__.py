@@ -1,20 +1,18 @@
 """``replication dlq``: on-call commands to see, replay, export, import and purge DLQs.
 
-Exit codes: 0 done; 1 wrong declarations or input (unknown service, queue,
-file); 2 wrong usage; 3 AWS or the database cannot be reached or refuses the
-credentials; 4 done in part (some messages could not be moved or sent: they
-are still where they were, and the output names them).
+Exit codes as for every command (:class:`replication.cli.exits.ExitCode`); 4,
+done in part, when some messages could not be moved, sent or deleted: they are
+still where they were, and the output names them.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
-from replication.cli.commands import manifests_option, prefix_option
 from replication.cli.dlq.files import cmd_export, cmd_import, cmd_purge
 from replication.cli.dlq.read import cmd_list, cmd_show
 from replication.cli.dlq.replay import cmd_replay
+from replication.cli.options import Subcommands, json_option, manifests_option, prefix_option
 
 __all__ = ["add_commands"]
 
@@ -59,7 +57,7 @@ def _filters(command: argparse.ArgumentParser) -> None:
     )
 
 
-def add_commands(groups: Any) -> None:
+def add_commands(groups: Subcommands) -> None:
     """Add ``replication dlq ...`` to the command groups."""
     dlq = groups.add_parser(
         "dlq",
@@ -81,7 +79,7 @@ def add_commands(groups: Any) -> None:
         default=1000,
         help="messages read per DLQ for the reasons (default 1000)",
     )
-    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    json_option(listing, help="machine-readable output")
     listing.set_defaults(func=cmd_list)
 
     show = commands.add_parser(
@@ -98,7 +96,7 @@ def add_commands(groups: Any) -> None:
         action="store_true",
         help="show the event as it is: fields marked pii and fields its contract does not declare",
     )
-    show.add_argument("--json", action="store_true", help="one JSON object per line")
+    json_option(show, help="one JSON object per line")
     show.set_defaults(func=cmd_show)
 
     replay = commands.add_parser(
@@ -133,7 +131,7 @@ def add_commands(groups: Any) -> None:
         help="unfiltered replays of standard DLQs use an SQS message move task where the "
         "endpoint has one (default on)",
     )
-    replay.add_argument("--json", action="store_true", help="machine-readable output")
+    json_option(replay, help="machine-readable output")
     replay.set_defaults(func=cmd_replay)
 
     export = commands.add_parser(
@@ -150,6 +148,7 @@ def add_commands(groups: Any) -> None:
         help="delete each message from the DLQ once its line is on disk",
     )
     export.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    json_option(export)
     export.set_defaults(func=cmd_export)
 
     importing = commands.add_parser(
@@ -159,6 +158,7 @@ def add_commands(groups: Any) -> None:
     )
     importing.add_argument("file", help="a file written by 'replication dlq export'")
     importing.add_argument("--queue", help="send every message to this queue instead")
+    json_option(importing)
     importing.set_defaults(func=cmd_import)
 
     purge = commands.add_parser(
@@ -171,4 +171,5 @@ def add_commands(groups: Any) -> None:
     purge.add_argument("--export", metavar="FILE", help="export what is purged to this file")
     purge.add_argument("--force", action="store_true", help="purge without an export")
     purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    json_option(purge)
     purge.set_defaults(func=cmd_purge)

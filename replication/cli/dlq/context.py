@@ -9,17 +9,15 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from replication.cli.commands import find_manifests, prefix_of
+from replication.cli.options import find_manifests, prefix_of
 from replication.errors import ConfigurationError
-
-EXIT_INCOMPLETE = 4
-"""Done in part: some messages could not be moved or sent (they stay where they were)."""
 
 
 class Context:
     """What every dlq command needs: manifests, DLQ targets, SQS, the consumer databases."""
 
     def __init__(self, args: argparse.Namespace) -> None:
+        from replication.aws_clients import client
         from replication.awsenv import locate
         from replication.dlq.inspect import targets
         from replication.dlq.queues import Queues
@@ -33,7 +31,7 @@ class Context:
             entity=getattr(args, "entity", None),
         )
         self.where = locate()
-        self.queues = Queues(self.where.session.client("sqs"))
+        self.queues = Queues(client("sqs", self.where.session))
         self.notes: list[str] = []
 
     def spec(self, service: str) -> Any:

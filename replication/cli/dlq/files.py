@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from replication.cli.commands import EXIT_INVALID, EXIT_OK, EXIT_USAGE
-from replication.cli.dlq.context import EXIT_INCOMPLETE, Context, progress
+from replication.cli.dlq.context import Context, progress
+from replication.cli.exits import ExitCode
+from replication.cli.options import print_json
 from replication.errors import ConfigurationError
 
 if TYPE_CHECKING:  # for annotations only: each command imports the library when it runs
@@ -35,7 +36,7 @@ def _create(path: Path, *, overwrite: bool) -> ExportFile:
         ) from None
 
 
-def _export(context: Context, path: Path, *, remove: bool, overwrite: bool) -> int:
+def _export(context: Context, path: Path, *, remove: bool, overwrite: bool) -> ExitCode:
     from replication.dlq.archive import ArchiveWriteError
     from replication.dlq.transfer import export_dlq
 
@@ -44,6 +45,8 @@ def _export(context: Context, path: Path, *, remove: bool, overwrite: bool) -> i
     written = removed = 0
     incomplete = False
     failure: ArchiveWriteError | None = None
+    as_json = context.args.json
+    dlqs: list[dict[str, object]] = []
     out = _create(path, overwrite=overwrite)
     try:
         with out:
@@ -70,13 +73,27 @@ def _export(context: Context, path: Path, *, remove: bool, overwrite: bool) -> i
                     line += " (FIFO: only the first messages of each group; --remove takes all)"
                 if report.failure:
                     line += " (stopped: the file could not be written)"
-                print(line)
+                dlqs.append(
+                    {
+                        "dlq": target.dlq,
+                        "exported": report.written,
+                        "removed": report.removed,
+                        "not_deleted": len(report.move.not_deleted) if report.move else 0,
+                        "complete": report.complete,
+                        "stopped": report.failure is not None,
+                    }
+                )
+                if not as_json:
+                    print(line)
                 if report.failure:
                     failure = report.failure
                     break
     except ArchiveWriteError as exc:  # closing the file reported lost data
         failure = exc
-    print(f"wrote {written} message(s) to {path}" + (f", removed {removed}" if remove else ""))
+    if as_json:
+        print_json({"file": str(path), "written": written, "removed": removed, "dlqs": dlqs})
+    else:
+        print(f"wrote {written} message(s) to {path}" + (f", removed {removed}" if remove else ""))
     if out.unsynced:
         context.notes.append(
             f"{path} cannot be synced to disk (fsync: {out.unsynced}), so durability could "
@@ -88,8 +105,8 @@ def _export(context: Context, path: Path, *, remove: bool, overwrite: bool) -> i
     context.finish([inspector])
     if failure is not None:
         # Done in part when messages already left their DLQ: the file is then the only copy.
-        return EXIT_INCOMPLETE if removed else EXIT_INVALID
-    return EXIT_INCOMPLETE if incomplete else EXIT_OK
+        return ExitCode.PARTIAL if removed else ExitCode.INVALID
+    return ExitCode.PARTIAL if incomplete else ExitCode.OK
 
 
 def _report_failure(failure: ArchiveWriteError, removed: int) -> None:
@@ -107,54 +124,75 @@ def _report_failure(failure: ArchiveWriteError, removed: int) -> None:
         )
 
 
-def cmd_export(args: argparse.Namespace) -> int:
+def cmd_export(args: argparse.Namespace) -> ExitCode:
+    """Write the selected messages to a file; remove them from their DLQs with --remove."""
     context = Context(args)
     return _export(context, Path(args.out), remove=args.remove, overwrite=args.overwrite)
 
 
-def cmd_import(args: argparse.Namespace) -> int:
-    import boto3
-
+def cmd_import(args: argparse.Namespace) -> ExitCode:
+    """Send an export file's messages back, to their DLQs or to --queue."""
+    from replication.aws_clients import client
     from replication.dlq.archive import ArchiveWriteError, read_archive
     from replication.dlq.queues import Queues
     from replication.dlq.transfer import import_messages
 
     path = Path(args.file)
     messages = read_archive(path)
-    queues = Queues(boto3.session.Session().client("sqs"))
+    queues = Queues(client("sqs"))
     with progress(len(messages), "import") as advance:
         report = import_messages(queues, messages, queue=args.queue, progress=advance)
-    print(f"sent {report.sent} of {len(messages)} message(s) from {path}")
-    if report.failed:
-        failed_path = path.with_name(path.name + ".failed.jsonl")
-        by_line = {m.line: m for m in messages}
-        for line in sorted(report.failed):
-            print(f"    line {line}: {report.failed[line]}", file=sys.stderr)
-        try:
-            with _create(failed_path, overwrite=True) as out:
-                out.write(by_line[line].raw + "\n" for line in sorted(report.failed))
-        except ArchiveWriteError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+    document: dict[str, object] = {
+        "file": str(path),
+        "sent": report.sent,
+        "messages": len(messages),
+        "failed": {str(line): problem for line, problem in sorted(report.failed.items())},
+        "failed_file": None,
+    }
+    if not args.json:
+        print(f"sent {report.sent} of {len(messages)} message(s) from {path}")
+    if not report.failed:
+        if args.json:
+            print_json(document)
+        return ExitCode.OK
+    failed_path = path.with_name(path.name + ".failed.jsonl")
+    by_line = {m.line: m for m in messages}
+    for line in sorted(report.failed):
+        print(f"    line {line}: {report.failed[line]}", file=sys.stderr)
+    try:
+        with _create(failed_path, overwrite=True) as out:
+            out.write(by_line[line].raw + "\n" for line in sorted(report.failed))
+    except ArchiveWriteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if args.json:
+            print_json(document)
+        else:
             print(f"{len(report.failed)} not sent; their line numbers in {path} are above")
-            return EXIT_INCOMPLETE
+        return ExitCode.PARTIAL
+    if args.json:
+        print_json({**document, "failed_file": str(failed_path)})
+    else:
         print(f"{len(report.failed)} not sent; their lines are in {failed_path}")
-        return EXIT_INCOMPLETE
-    return EXIT_OK
+    return ExitCode.PARTIAL
 
 
-def cmd_purge(args: argparse.Namespace) -> int:
+def cmd_purge(args: argparse.Namespace) -> ExitCode:
+    """Delete the selected messages: after an export in the same command, or with --force."""
     if not args.export and not args.force:
         print(
             "error: purge deletes messages for good: pass --export FILE to keep a copy, or --force",
             file=sys.stderr,
         )
-        return EXIT_USAGE
+        return ExitCode.USAGE
     context = Context(args)
     depths = {t.dlq: context.queues.depth(t.dlq).total for t in context.targets}
     total = sum(depths.values())
     if total == 0:
-        print("nothing to purge: the DLQs are empty")
-        return EXIT_OK
+        if args.json:
+            print_json({"deleted": 0, "dlqs": []})
+        else:
+            print("nothing to purge: the DLQs are empty")
+        return ExitCode.OK
     if not args.yes:
         if not sys.stdin.isatty():
             raise ConfigurationError("purge needs confirmation: run it in a terminal or pass --yes")
@@ -162,19 +200,24 @@ def cmd_purge(args: argparse.Namespace) -> int:
         answer = input(f"Purge up to {total} message(s) from {listing}? Type 'purge' to confirm: ")
         if answer.strip() != "purge":
             print("not confirmed; nothing deleted")
-            return EXIT_INVALID
+            return ExitCode.INVALID
     if args.export:
         return _export(context, Path(args.export), remove=True, overwrite=False)
     selection = context.selection()
+    dlqs: list[dict[str, object]] = []
     if selection.everything:
         for target in context.targets:
             context.queues.purge(target.dlq)
-            print(f"{target.dlq}: purged ({depths[target.dlq]} message(s))")
-        return EXIT_OK
+            dlqs.append({"dlq": target.dlq, "deleted": depths[target.dlq]})
+            if not args.json:
+                print(f"{target.dlq}: purged ({depths[target.dlq]} message(s))")
+        if args.json:  # SQS purges what it holds: the depth read before is approximate
+            print_json({"deleted": total, "dlqs": dlqs})
+        return ExitCode.OK
     from replication.dlq.move import move_messages
 
     inspector = context.inspector(args.service)
-    deleted = 0
+    deleted = kept = 0
     for target in context.targets:
         report = move_messages(
             context.queues,
@@ -183,8 +226,17 @@ def cmd_purge(args: argparse.Namespace) -> int:
             select=inspector.selector(target, selection),
             fifo=target.fifo,
         )
-        deleted += len(report.moved) - len(report.not_deleted)
-        print(f"{target.dlq}: deleted {len(report.moved) - len(report.not_deleted)}")
-    print(f"deleted {deleted} message(s)")
+        count = len(report.moved) - len(report.not_deleted)
+        deleted += count
+        kept += len(report.not_deleted)
+        dlqs.append({"dlq": target.dlq, "deleted": count, "not_deleted": report.not_deleted})
+        if not args.json:
+            print(f"{target.dlq}: deleted {count}")
+            for message_id, problem in report.not_deleted.items():
+                print(f"    {message_id} could not be deleted ({problem}); it is still in the DLQ")
+    if args.json:
+        print_json({"deleted": deleted, "dlqs": dlqs})
+    else:
+        print(f"deleted {deleted} message(s)")
     context.finish([inspector])
-    return EXIT_OK
+    return ExitCode.PARTIAL if kept else ExitCode.OK

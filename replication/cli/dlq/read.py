@@ -7,11 +7,12 @@ import datetime as dt
 import json
 from typing import Any
 
-from replication.cli.commands import EXIT_OK
 from replication.cli.dlq.context import Context, age
+from replication.cli.exits import ExitCode
 
 
-def cmd_list(args: argparse.Namespace) -> int:
+def cmd_list(args: argparse.Namespace) -> ExitCode:
+    """Every DLQ with its depth, oldest message and reasons."""
     from replication.dlq.inspect import summarise
 
     context = Context(args)
@@ -52,7 +53,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         total = sum(s.depth for s in summaries)
         print(f"{len(summaries)} DLQ(s), {total} message(s)")
     context.finish(list(inspectors.values()))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _show_record(item: Any, *, show_pii: bool) -> dict[str, Any]:
@@ -85,7 +86,8 @@ def _show_record(item: Any, *, show_pii: bool) -> dict[str, Any]:
     return record
 
 
-def cmd_show(args: argparse.Namespace) -> int:
+def cmd_show(args: argparse.Namespace) -> ExitCode:
+    """The selected dead-lettered events, pii masked unless --show-pii."""
     context = Context(args)
     selection = context.selection()
     shown = matched = 0
@@ -139,4 +141,4 @@ def cmd_show(args: argparse.Namespace) -> int:
             f"{dlq}: only the first messages of each FIFO group can be read without moving them"
         )
     context.finish(inspectors)
-    return EXIT_OK
+    return ExitCode.OK

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from replication.cli.commands import EXIT_OK, EXIT_USAGE, prefix_of
-from replication.cli.dlq.context import EXIT_INCOMPLETE, Context, progress
+from replication.cli.dlq.context import Context, progress
+from replication.cli.exits import ExitCode
+from replication.cli.options import prefix_of, print_json
 from replication.errors import ConfigurationError
 
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
 
-def cmd_replay(args: argparse.Namespace) -> int:
+
+def cmd_replay(args: argparse.Namespace) -> ExitCode:
     if args.rate is not None and args.rate <= 0:
         print("error: --rate must be a positive number of messages per second", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     context = Context(args)
     if args.dry_run:
         return _dry_run(context)
@@ -61,7 +64,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         )
     _print_replay(results, as_json=args.json)
     context.finish([inspector])
-    return EXIT_INCOMPLETE if incomplete else EXIT_OK
+    return ExitCode.PARTIAL if incomplete else ExitCode.OK
 
 
 def _move_task(context: Context, target: Any, rate: float | None, visible: int) -> Any:
@@ -95,16 +98,16 @@ def _move_task(context: Context, target: Any, rate: float | None, visible: int) 
     }
 
 
-def _no_retry_sqs(context: Context) -> Any:
+def _no_retry_sqs(context: Context) -> SQSClient:
     """An SQS client that does not retry: emulators answer the move task with HTTP 500."""
-    from botocore.config import Config
+    from replication.aws_clients import client
 
-    return context.where.session.client("sqs", config=Config(retries={"max_attempts": 1}))
+    return client("sqs", context.where.session, max_attempts=1)
 
 
 def _print_replay(results: list[dict[str, Any]], *, as_json: bool) -> None:
     if as_json:
-        print(json.dumps({"replays": results}, indent=2))
+        print_json({"replays": results})
         return
     for result in results:
         line = (
@@ -125,7 +128,7 @@ def _print_replay(results: list[dict[str, Any]], *, as_json: bool) -> None:
     print(f"replayed {moved} message(s) from {len(results)} DLQ(s)")
 
 
-def _dry_run(context: Context) -> int:
+def _dry_run(context: Context) -> ExitCode:
     from replication.consumer.wiring import ConsumerSettings, build_consumer
     from replication.dlq.replay import predict
 
@@ -185,9 +188,9 @@ def _dry_run(context: Context) -> int:
     finally:
         consumer.close()
     if args.json:
-        print(json.dumps({"dry_run": records, "summary": dict(counts)}, indent=2))
+        print_json({"dry_run": records, "summary": dict(counts)})
     else:
         summary = ", ".join(f"{counts[v]} {v}" for v in ("apply", "stale", "invalid", "retry"))
         print(f"dry run, nothing moved: {summary}")
     context.finish([inspector])
-    return EXIT_OK
+    return ExitCode.OK

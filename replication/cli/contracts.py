@@ -1,21 +1,22 @@
-"""``replication contracts lock`` and ``replication contracts check``."""
+"""``replication contracts``: list the contracts; lock them and check changes against the lock."""
 
 from __future__ import annotations
 
-__all__ = ["add_commands", "cmd_check", "cmd_lock"]
+__all__ = ["add_commands", "cmd_check", "cmd_list", "cmd_lock"]
 
 import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
-from replication.cli.commands import (
-    EXIT_INVALID,
-    EXIT_OK,
+from replication.cli.exits import ExitCode
+from replication.cli.options import (
+    Subcommands,
     existing_paths,
     import_contracts,
+    json_option,
     manifests_option,
+    print_json,
 )
 from replication.compat import Change, ConsumerUse, Report, compare, lock_document, read_lock
 from replication.contracts import registry
@@ -40,39 +41,89 @@ def advice(breaking: tuple[Change, ...]) -> str:
     )
 
 
-def add_commands(contracts_cmds: Any) -> None:
-    """Add ``lock`` and ``check`` to the ``contracts`` group."""
-    lock = contracts_cmds.add_parser(
+def add_commands(groups: Subcommands) -> None:
+    """Add the ``contracts`` group: ``list``, ``lock`` and ``check``."""
+    contracts = groups.add_parser(
+        "contracts", help="inspect the contracts; lock them and check changes against the lock"
+    )
+    commands = contracts.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    listing = commands.add_parser(
+        "list",
+        help="list every contract with its key and fields",
+        epilog="Example: replication contracts list",
+    )
+    manifests_option(listing)
+    json_option(listing)
+    listing.set_defaults(func=cmd_list)
+
+    lock = commands.add_parser(
         "lock",
         help="write the lock file: the JSON Schema and key of every contract version",
         description="Write the JSON Schema and key of every registered contract version to "
-        "the lock file. Refuses when the change from the current lock would break a "
+        "the lock file. Refuses (exit 1) when the change from the current lock would break a "
         "consumer, unless --force.",
         epilog="Example: replication contracts lock --manifests examples",
     )
-    check = contracts_cmds.add_parser(
+    check = commands.add_parser(
         "check",
         help="classify every change against the lock and the consumers; exit 1 if breaking",
         description="Compare the registered contracts with the lock file and with what every "
         "consumer's manifest mirrors. Each change is compatible, breaking for named "
         "consumers, or breaking for nobody (no consumer mirrors the field). Exit 1 on "
-        "a change that breaks a consumer.",
+        "a change that breaks a consumer; with --strict, exit 5 while the lock is behind.",
         epilog="Example: replication contracts check --manifests examples --strict",
     )
     for command in (lock, check):
         command.add_argument("--lock", default=DEFAULT_LOCK, help=f"lock file ({DEFAULT_LOCK})")
         manifests_option(command, help="the owners' and consumers' manifest files or folders")
+        json_option(command)
     lock.add_argument(
         "--force", action="store_true", help="write it even when a change breaks a consumer"
     )
     check.add_argument(
         "--strict",
         action="store_true",
-        help="also exit 1 when the lock is behind the contracts (for CI)",
+        help="also exit 5 when the lock is behind the contracts (for CI)",
     )
-    check.add_argument("--json", action="store_true", help="print the report as JSON")
     lock.set_defaults(func=cmd_lock)
     check.set_defaults(func=cmd_check)
+
+
+def cmd_list(args: argparse.Namespace) -> ExitCode:
+    """Every registered contract with its key and fields."""
+    import_contracts(args.manifests)
+    if args.json:
+        print_json(
+            {
+                "contracts": [
+                    {
+                        "entity": info.entity,
+                        "version": info.version,
+                        "owner": info.owner,
+                        "key": list(info.key),
+                        "fields": [
+                            {
+                                "name": spec.name,
+                                "kind": str(spec.kind),
+                                "pii": spec.pii,
+                                "optional": spec.nullable,
+                            }
+                            for spec in info.fields.values()
+                        ],
+                    }
+                    for info in registry
+                ]
+            }
+        )
+        return ExitCode.OK
+    for info in registry:
+        key = ", ".join(info.key)
+        print(f"{info.label}  (owner {info.owner}, key {key})")
+        for spec in info.fields.values():
+            flags = [f for f, on in (("pii", spec.pii), ("optional", spec.nullable)) if on]
+            suffix = f"  [{', '.join(flags)}]" if flags else ""
+            print(f"    {spec.name}: {spec.kind}{suffix}")
+    return ExitCode.OK
 
 
 def _report(args: argparse.Namespace) -> Report:
@@ -107,21 +158,18 @@ def _print(report: Report) -> None:
         print(_line(change))
 
 
-def cmd_check(args: argparse.Namespace) -> int:
-    """Classify the changes since the lock; exit 1 when one breaks a consumer."""
+def cmd_check(args: argparse.Namespace) -> ExitCode:
+    """Classify the changes since the lock: 1 when one breaks a consumer, 5 when behind."""
     report = _report(args)
     breaking = report.breaking
     behind = bool(report.changes)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "changes": [c.as_json() for c in report.changes],
-                    "breaking": len(breaking),
-                    "lock_current": not behind,
-                },
-                indent=2,
-            )
+        print_json(
+            {
+                "changes": [c.as_json() for c in report.changes],
+                "breaking": len(breaking),
+                "lock_current": not behind,
+            }
         )
     else:
         _print(report)
@@ -141,12 +189,14 @@ def cmd_check(args: argparse.Namespace) -> int:
                 "the lock is behind the contracts: run `replication contracts lock` "
                 f"and commit {args.lock}"
             )
-    if breaking or (behind and args.strict):
-        return EXIT_INVALID
-    return EXIT_OK
+    if breaking:
+        return ExitCode.INVALID
+    if behind and args.strict:
+        return ExitCode.DIFFERS
+    return ExitCode.OK
 
 
-def cmd_lock(args: argparse.Namespace) -> int:
+def cmd_lock(args: argparse.Namespace) -> ExitCode:
     """Write the lock; refuse changes that break a consumer unless --force."""
     path = Path(args.lock)
     import_contracts(args.manifests)
@@ -155,14 +205,20 @@ def cmd_lock(args: argparse.Namespace) -> int:
     if path.exists():
         report = _report(args)
         if report.breaking and not args.force:
-            _print(Report(report.breaking))
+            if args.json:
+                print_json({"written": False, "breaking": [c.as_json() for c in report.breaking]})
+            else:
+                _print(Report(report.breaking))
             print(
                 "error: not locking changes that break a consumer. "
                 f"{advice(report.breaking)} (--force locks them anyway)",
                 file=sys.stderr,
             )
-            return EXIT_INVALID
+            return ExitCode.INVALID
     document = lock_document(registry)
     path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    print(f"wrote {path}: {len(document['contracts'])} contract version(s)")
-    return EXIT_OK
+    if args.json:
+        print_json({"written": True, "lock": str(path), "contracts": len(document["contracts"])})
+    else:
+        print(f"wrote {path}: {len(document['contracts'])} contract version(s)")
+    return ExitCode.OK
