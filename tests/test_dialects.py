@@ -9,6 +9,7 @@ the failures table and error verdicts then find it through the registry.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -231,3 +232,29 @@ def test_importing_the_dialects_imports_no_sqlalchemy_boto3_or_driver() -> None:
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_no_module_outside_the_dialects_branches_on_a_database_name() -> None:
+    """What differs per database is asked of its dialect, never decided by comparing names."""
+    root = Path(__file__).resolve().parent.parent / "replication"
+    names = "|".join(("postgresql", "mysql", "mariadb", "sqlite"))
+    branch = re.compile(rf"""(dialect|\.name)\s*(==|!=|\bin\b)\s*\(?\s*["']({names})["']""")
+    found = [
+        f"{path.relative_to(root)}:{number}"
+        for path in sorted(root.rglob("*.py"))
+        if "dialects" not in path.relative_to(root).parts
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if branch.search(line)
+    ]
+    assert found == []
+
+
+def test_the_outbox_asks_its_dialect_what_the_database_can_do() -> None:
+    postgresql, mysql, sqlite = (dialect_named(n) for n in ("postgresql", "mariadb", "sqlite"))
+    assert (postgresql.skip_locked, postgresql.aware_timestamps, postgresql.notifies) == (
+        True,
+        True,
+        True,
+    )
+    assert (mysql.skip_locked, mysql.aware_timestamps, mysql.notifies) == (True, False, False)
+    assert (sqlite.skip_locked, sqlite.outbox_driver_sql) == (False, False)

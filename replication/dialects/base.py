@@ -26,7 +26,10 @@ where it differs. Who reads what:
   :meth:`binary_text_sql`, :meth:`json_object_sql`, :meth:`json_value_sql`,
   :meth:`comparing`, :meth:`prepare_grouping`;
 - packaging a function (:mod:`replication.package`): ``package_extra``,
-  ``unpackaged``.
+  ``unpackaged``;
+- the owner's outbox and relay (:mod:`replication.outbox`,
+  :mod:`replication.migrations`): ``skip_locked``, ``aware_timestamps``,
+  ``outbox_driver_sql``, ``notifies``.
 
 The apply function's hot path loads every dialect: nothing here imports
 SQLAlchemy or boto3, even lazily, and a driver only when connecting.
@@ -116,6 +119,16 @@ class Dialect:
 
     portable_hashes: ClassVar[bool] = True
     """Its comparison hashes equal the other databases' (reconcile across dialects)."""
+
+    skip_locked: ClassVar[bool] = True
+    """``SELECT ... FOR UPDATE SKIP LOCKED``: relays claim outbox rows side by side."""
+    aware_timestamps: ClassVar[bool] = False
+    """Timestamp columns keep their offset; False: they hold UTC without one."""
+    outbox_driver_sql: ClassVar[bool] = True
+    """The owner's outbox INSERT goes to the driver as SQL with named pyformat parameters
+    (when the driver takes that style), bypassing SQLAlchemy's compilation."""
+    notifies: ClassVar[bool] = False
+    """``LISTEN``/``NOTIFY``: a trigger on the outbox wakes a following relay at once."""
 
     sqlalchemy_name: ClassVar[str] = ""
     """SQLAlchemy's name for it: the tables' DDL and the quoting of names (its dialect is

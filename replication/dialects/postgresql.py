@@ -60,6 +60,8 @@ class PostgreSQLDialect(Dialect):
     parameter_budget = 60_000  # below its 65,535 bind parameters
     parameter_converters = {"str": as_str, "uuid": as_text, "enum": enum_value, "json": as_json}
     bulk_threshold = 500
+    aware_timestamps = True
+    notifies = True
     sqlalchemy_name = "postgresql"
     package_extra = "postgresql"
     # psycopg2 is what the apply and the relay open; psycopg 3 only serves owners' code.

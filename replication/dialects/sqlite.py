@@ -57,6 +57,8 @@ class SQLiteDialect(Dialect):
     }
     sqlalchemy_name = "sqlite"
     portable_hashes = False
+    skip_locked = False
+    outbox_driver_sql = False
 
     def connect(
         self,

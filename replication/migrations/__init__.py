@@ -44,6 +44,7 @@ from alembic.runtime.migration import MigrationContext
 
 from replication.consumer.failures_table import failures_table
 from replication.dburl import engine_url
+from replication.dialects import dialect_named
 from replication.errors import ConfigurationError
 from replication.manifest import Manifest
 from replication.migrations.differences import describe_difference, differences, engine_of
@@ -224,13 +225,13 @@ class DropOutboxNotifyOp(MigrateOperation):
 
 @Operations.implementation_for(CreateOutboxNotifyOp)
 def _create_notify(operations: Operations, operation: CreateOutboxNotifyOp) -> None:
-    if operations.migration_context.dialect.name == "postgresql":  # --sql has no bind
+    if dialect_named(operations.migration_context.dialect.name).notifies:  # --sql: no bind
         operations.execute(create_notify_sql(operation.table_name))
 
 
 @Operations.implementation_for(DropOutboxNotifyOp)
 def _drop_notify(operations: Operations, operation: DropOutboxNotifyOp) -> None:
-    if operations.migration_context.dialect.name == "postgresql":
+    if dialect_named(operations.migration_context.dialect.name).notifies:
         operations.execute(drop_notify_sql(operation.table_name))
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from replication.contracts import Contract, ContractInfo
 from replication.conversions import with_older_versions
+from replication.dialects import dialect_named
 from replication.events import ChangeEvent, deleted, encode_event, upserted
 from replication.outbox.table import outbox_table
 
@@ -57,7 +58,7 @@ _ROWS_PER_STATEMENT = 100
 
 def _driver_sql_ok(dialect: sa.Dialect) -> bool:
     """Whether the driver takes the outbox values as they are, in named pyformat parameters."""
-    return dialect.name in ("postgresql", "mysql", "mariadb") and dialect.paramstyle == "pyformat"
+    return dialect_named(dialect.name).outbox_driver_sql and dialect.paramstyle == "pyformat"
 
 
 @functools.cache

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from replication.dialects import dialect_named
 from replication.outbox.batching import ClaimedRow, batches, group_id, waves
 from replication.outbox.publisher import (
     OutgoingMessage,
@@ -102,8 +103,9 @@ class Relay:
         self.config = config or RelayConfig()
         self.table = table if table is not None else outbox_table()
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
-        self._naive = engine.dialect.name != "postgresql"
-        self._skip_locked = engine.dialect.name in ("postgresql", "mysql", "mariadb")
+        database = dialect_named(engine.dialect.name)
+        self._naive = not database.aware_timestamps
+        self._skip_locked = database.skip_locked
         self._pool: ThreadPoolExecutor | None = None
 
     def _db_time(self, when: dt.datetime) -> dt.datetime:

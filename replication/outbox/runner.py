@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from replication.dburl import engine_url
+from replication.dialects import dialect_named
 from replication.errors import ConfigurationError
 from replication.logs import ProcessLog
 from replication.manifest import Manifest
@@ -98,7 +99,7 @@ class _Waiter:
         self.broken = False
         self._listener: Any = None
         self._psycopg3 = False
-        if listen and relay.engine.dialect.name == "postgresql":
+        if listen and dialect_named(relay.engine.dialect.name).notifies:
             raw = relay.engine.raw_connection()
             driver: Any = raw.driver_connection
             driver.autocommit = True
