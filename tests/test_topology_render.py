@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from replication.errors import ConfigurationError
 from replication.manifest import load_manifests
 from replication.topology.cloudformation import RenderSettings, render_templates
 
@@ -154,7 +155,11 @@ def test_apply_functions_report_batch_item_failures_with_a_long_enough_visibilit
 def test_services_in_several_accounts_get_one_template_each(tmp_path: Path) -> None:
     folder = tmp_path / "services"
     shutil.copytree(ROOT / "examples", folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
-    for service, account in (("crm", "111111111111"), ("orders", "222222222222")):
+    for service, account in (
+        ("crm", "111111111111"),
+        ("orders", "222222222222"),
+        ("catalog", "333333333333"),
+    ):
         path = folder / service / "replication.yaml"
         path.write_text(
             path.read_text().replace(
@@ -164,7 +169,7 @@ def test_services_in_several_accounts_get_one_template_each(tmp_path: Path) -> N
 
     templates = render_templates(load_manifests([folder]))
 
-    assert sorted(templates) == ["111111111111", "222222222222", "default"]
+    assert sorted(templates) == ["111111111111", "222222222222", "333333333333"]
     orders = templates["222222222222"]
     assert resources(orders, "AWS::SNS::Topic") == {}
     subscription = resources(orders, "AWS::SNS::Subscription")["OrdersCrmCustomerV1Subscription"]
@@ -201,9 +206,28 @@ def test_services_in_several_accounts_get_one_template_each(tmp_path: Path) -> N
     # orders' apply function checks an envelope's topic in crm's account, not its own.
     function = resources(orders, "AWS::Lambda::Function")["OrdersApplyFunction"]
     variables = function["Environment"]["Variables"]
-    assert variables["REPLICATION_OWNER_ACCOUNTS"] == "crm=111111111111"
+    assert variables["REPLICATION_OWNER_ACCOUNTS"] == "catalog=333333333333,crm=111111111111"
     for template in templates.values():
         json.dumps(template)  # serialisable as written
+
+
+def test_a_consumer_in_an_account_cannot_mirror_an_owner_that_names_none(tmp_path: Path) -> None:
+    """Its topic's ARN would name no account (the template once rendered ``:None:``)."""
+    folder = tmp_path / "services"
+    shutil.copytree(ROOT / "examples", folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    path = folder / "orders" / "replication.yaml"
+    path.write_text(
+        path.read_text().replace("service: orders\n", 'service: orders\naccount: "222222222222"\n')
+    )
+
+    with pytest.raises(ConfigurationError) as caught:
+        render_templates(load_manifests([folder]))
+
+    assert str(caught.value) == (
+        "orders (account 222222222222) mirrors catalog.product v1, whose owner catalog names no "
+        "account: give catalog's manifest its account; orders (account 222222222222) mirrors "
+        "crm.customer v1, whose owner crm names no account: give crm's manifest its account"
+    )
 
 
 SCANNER = ROOT / ".venv-scan" / "bin" / "checkov"

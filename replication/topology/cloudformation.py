@@ -56,6 +56,7 @@ def render_templates(
     _check_logical_ids(topology.topics, topology.queues, manifests)
     accounts = sorted({m.account or DEFAULT_ACCOUNT for m in manifests})
     by_service = {m.service: m for m in manifests}
+    _check_accounts(topology.queues, topology.topics, by_service)
     templates = {}
     for account in accounts:
         services = [m for m in manifests if (m.account or DEFAULT_ACCOUNT) == account]
@@ -147,6 +148,24 @@ def _parameters(services: list[Manifest]) -> dict[str, Any]:
             "(RDS's format: engine, host, port, username, password, dbname)",
         }
     return parameters
+
+
+def _check_accounts(
+    queues: tuple[QueueSpec, ...], topics: tuple[TopicSpec, ...], by_service: dict[str, Manifest]
+) -> None:
+    """A consumer in a named account must know its owners' accounts: a topic's ARN names it."""
+    owners = {t.name: t.owner for t in topics}
+    problems = sorted(
+        {
+            f"{q.consumer} (account {consumer}) mirrors {q.entity} v{q.version}, whose owner "
+            f"{owner} names no account: give {owner}'s manifest its account"
+            for q in queues
+            if (consumer := by_service[q.consumer].account) is not None
+            and by_service[(owner := owners[q.topic])].account is None
+        }
+    )
+    if problems:
+        raise ConfigurationError("; ".join(problems))
 
 
 def _template(
