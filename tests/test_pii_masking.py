@@ -341,3 +341,39 @@ def test_the_reason_an_event_is_refused_names_nested_fields_never_their_values()
     assert "holder.manager.name: Input should be a valid string" in reason
     assert "holder.manager.contacts.0.value: Field required" in reason
     assert "added_later: Extra inputs are not permitted" in reason
+
+
+def test_a_value_mariadb_quotes_in_a_refusal_stays_out_of_the_reason(tmp_path: Path) -> None:
+    """MySQL's refusals quote the value (``Duplicate entry 'ada@...'``); the reason goes to
+    logs, the DLQ and the failures table, so the value is masked there."""
+    import pymysql
+
+    from replication.consumer.classify import DATA, classify
+    from tests.databases import connect
+
+    db = connect("mysql", tmp_path)
+    table = f"pii_refusal_{uuid.uuid4().hex[:8]}"
+    cursor = db.connection.cursor()
+    reasons = []
+    try:
+        cursor.execute(f"CREATE TABLE {table} (email VARCHAR(40) UNIQUE, stock INT)")
+        cursor.execute(f"INSERT INTO {table} (email) VALUES ('ada@example.com')")
+        for sql in (
+            f"INSERT INTO {table} (email) VALUES ('ada@example.com')",
+            f"INSERT INTO {table} (stock) VALUES ('ada@example.com')",
+        ):
+            with pytest.raises(pymysql.err.MySQLError) as caught:
+                cursor.execute(sql)
+            verdict = classify(caught.value, "orders")
+            assert verdict.kind == DATA, verdict
+            reasons.append(verdict.reason)
+    finally:
+        db.connection.rollback()
+        cursor.execute(f"DROP TABLE IF EXISTS {table}")
+        cursor.close()
+        db.close()
+
+    assert all("ada@example.com" not in r and "'***'" in r for r in reasons), reasons
+    assert "for key" in reasons[0]
+    assert "for column" in reasons[1]
+    assert "stock" in reasons[1]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = ["MYSQL", "MySQLDialect", "pymysql_ssl"]
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -32,6 +33,10 @@ _DATA = {1048, 1062, 1264, 1292, 1366, 1406, 3140, 4025}
 
 _TRUE = ("true", "yes", "on", "y", "t", "1")  # what SQLAlchemy reads as true in a URL
 _PYMYSQL_FILES = ("ca", "key", "cert", "capath", "cipher")  # the ssl_* SQLAlchemy passes on
+
+
+_QUOTED_VALUE = re.compile(r"\b(entry|value:?)\s+'.*?'(?=\s+for\s|\s*$)", re.IGNORECASE)
+"""A value MySQL quotes in a refusal: after ``entry`` or ``value``, never a column's name."""
 
 
 class MySQLDialect(Dialect):
@@ -139,6 +144,9 @@ class MySQLDialect(Dialect):
         if number in _TRANSIENT:
             return Verdict(TRANSIENT, f"database busy ({number}): {text}")
         if number in _DATA or name in ("DataError", "IntegrityError"):
+            # MySQL quotes the refused value ("Duplicate entry 'ada@example.com' for key ..."):
+            # the reason goes to logs, the DLQ and the failures table, so the value is masked.
+            text = _QUOTED_VALUE.sub(r"\1 '***'", text)
             return Verdict(DATA, f"database refused a value ({number}): {text}")
         return Verdict(TRANSIENT, f"database error ({number or name}): {text}")
 
