@@ -20,7 +20,8 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, settings
 
-import contracts  # noqa: F401  (registers the example contracts)
+from contracts import Customer, Product  # importing them registers the example contracts
+from replication.contracts import ContractRegistry
 from replication.manifest import Manifest, MirrorDeclaration, load_manifest
 from replication.mirror.render import statements_for
 from replication.mirror.statements import MirrorStatements
@@ -62,6 +63,15 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Stop the containers started for this session, if any."""
     databases.stop_containers()
+
+
+@pytest.fixture
+def examples() -> ContractRegistry:
+    """A registry holding exactly the example contracts."""
+    registry = ContractRegistry()
+    registry.register(Customer)
+    registry.register(Product)
+    return registry
 
 
 @pytest.fixture(scope="session")

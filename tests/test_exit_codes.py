@@ -9,9 +9,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,29 +19,10 @@ import sqlalchemy as sa
 from replication.cli import ExitCode, build_parser
 from replication.dburl import with_search_path
 from tests.aws import MotoServer, moto_server
+from tests.test_cli_database_failures import closed_port, replication
 from tests.test_outbox import engine_for
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def replication(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "replication.cli", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=120,
-    )
-
-
-def closed_port() -> int:
-    """A local port nothing listens on (it was free a moment ago)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 @pytest.fixture(scope="module")

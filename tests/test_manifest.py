@@ -22,15 +22,6 @@ from replication.manifest import load_manifest, load_manifests
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def examples() -> ContractRegistry:
-    """A registry holding exactly the example contracts."""
-    contracts = ContractRegistry()
-    contracts.register(Customer)
-    contracts.register(Product)
-    return contracts
-
-
 def write(folder: Path, text: str, name: str = "replication.yaml") -> Path:
     """Write a manifest (dedented) and return its path."""
     path = folder / name

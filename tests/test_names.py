@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from pydantic import Field
 
-from contracts import Customer, Product
 from replication.contracts import Contract, ContractRegistry
 from replication.errors import ConfigurationError, ContractDefinitionError, ManifestError
 from replication.manifest import load_manifest
@@ -32,14 +31,6 @@ mirrors:
     table: {table}
     fields: [id, name]
 """
-
-
-@pytest.fixture
-def examples() -> ContractRegistry:
-    contracts = ContractRegistry()
-    contracts.register(Customer)
-    contracts.register(Product)
-    return contracts
 
 
 def manifest(tmp_path: Path, **names: str) -> Path:

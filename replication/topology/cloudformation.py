@@ -37,8 +37,8 @@ from replication.topology.naming import PREFIX_RE, TEMPLATE_PREFIX
 from replication.topology.policies import (
     QUEUE_RETENTION_SECONDS,
     SNS_MANAGED_KEY,
-    dlq_statements,
-    queue_statements,
+    dlq_policy,
+    queue_policy,
 )
 
 
@@ -333,10 +333,7 @@ def _queue(
         "Type": "AWS::SQS::QueuePolicy",
         "Properties": {
             "Queues": [{"Ref": f"{base}Queue"}],
-            "PolicyDocument": {
-                "Version": "2012-10-17",
-                "Statement": queue_statements(arn(f"{base}Queue"), topic_ref, operators),
-            },
+            "PolicyDocument": queue_policy(arn(f"{base}Queue"), topic_ref, operators),
         },
     }
     apply_role = arn(f"{logical(queue.consumer)}ApplyRole")
@@ -344,10 +341,7 @@ def _queue(
         "Type": "AWS::SQS::QueuePolicy",
         "Properties": {
             "Queues": [{"Ref": f"{base}Dlq"}],
-            "PolicyDocument": {
-                "Version": "2012-10-17",
-                "Statement": dlq_statements(arn(f"{base}Dlq"), apply_role, operators),
-            },
+            "PolicyDocument": dlq_policy(arn(f"{base}Dlq"), apply_role, operators),
         },
     }
     subscription: dict[str, Any] = {

@@ -19,11 +19,9 @@ __all__ = [
     "apply_role_arn",
     "dlq_attributes",
     "dlq_policy",
-    "dlq_statements",
     "publisher_role_arn",
     "queue_attributes",
     "queue_policy",
-    "queue_statements",
     "subscription_attributes",
     "topic_attributes",
     "topic_policy",
@@ -93,8 +91,8 @@ def _operators_send(resource: Any, operators: Sequence[str]) -> list[dict[str, A
     ]
 
 
-def queue_statements(queue: Any, topic: Any, operators: Sequence[str]) -> list[dict[str, Any]]:
-    """A queue's policy statements: its topic delivers, operators send, nobody else does.
+def queue_policy(queue: Any, topic: Any, operators: Sequence[str] = ()) -> dict[str, Any]:
+    """A queue's policy: its topic delivers, the operator roles send, nobody else does.
 
     ``queue`` and ``topic`` are ARNs, or the template's references to them. A
     negated condition holds when its key is absent, so the deny catches a direct
@@ -104,7 +102,7 @@ def queue_statements(queue: Any, topic: Any, operators: Sequence[str]) -> list[d
     unless: dict[str, Any] = {"aws:SourceArn": topic}
     if operators:
         unless["aws:PrincipalArn"] = list(operators)
-    return [
+    statements = [
         {
             "Sid": "TopicDelivers",
             "Effect": "Allow",
@@ -123,15 +121,17 @@ def queue_statements(queue: Any, topic: Any, operators: Sequence[str]) -> list[d
             "Condition": {"ArnNotEquals": unless},
         },
     ]
+    return {"Version": "2012-10-17", "Statement": statements}
 
 
-def dlq_statements(dlq: Any, apply_role: Any, operators: Sequence[str]) -> list[dict[str, Any]]:
-    """A DLQ's policy statements: only the apply function and the operators send.
+def dlq_policy(dlq: Any, apply_role: Any, operators: Sequence[str] = ()) -> dict[str, Any]:
+    """A DLQ's policy: only the consumer's apply function and the operator roles send.
 
+    ``dlq`` and ``apply_role`` are ARNs, or the template's references to them.
     SQS's own move of a message after ``maxReceiveCount`` receives is not a
     SendMessage call and is not affected.
     """
-    return [
+    statements = [
         *_operators_send(dlq, operators),
         {
             "Sid": "OnlyTheConsumerSends",
@@ -142,16 +142,7 @@ def dlq_statements(dlq: Any, apply_role: Any, operators: Sequence[str]) -> list[
             "Condition": {"ArnNotEquals": {"aws:PrincipalArn": [apply_role, *operators]}},
         },
     ]
-
-
-def queue_policy(queue_arn: str, topic_arn: str, operators: Sequence[str] = ()) -> dict[str, Any]:
-    """Only the queue's topic and the operator roles may send to it."""
-    return {"Version": "2012-10-17", "Statement": queue_statements(queue_arn, topic_arn, operators)}
-
-
-def dlq_policy(dlq_arn: str, apply_role: str, operators: Sequence[str] = ()) -> dict[str, Any]:
-    """Only the consumer's apply function and the operator roles may send to the DLQ."""
-    return {"Version": "2012-10-17", "Statement": dlq_statements(dlq_arn, apply_role, operators)}
+    return {"Version": "2012-10-17", "Statement": statements}
 
 
 def topic_attributes(topic: TopicSpec, topic_arn: str, publisher_role: str) -> dict[str, str]:
