@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 SCAN_VENV ?= .venv-scan
 SCAN_STAMP := $(SCAN_VENV)/.installed
 
-.PHONY: demo test lint typecheck unit install clean
+.PHONY: demo test lint typecheck suite unit integration e2e install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,7 @@ demo: $(STAMP)
 	$(BIN)/replication demo
 
 ## test: lint, type-check and run the whole test suite (needs PostgreSQL and MariaDB)
-test: lint typecheck unit
+test: lint typecheck suite
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -39,8 +39,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) $(SCAN_STAMP)
+## suite: the whole test suite; unit, integration and e2e run one group of it
+suite: $(STAMP) $(SCAN_STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+unit integration e2e: $(STAMP) $(SCAN_STAMP)
+	$(BIN)/pytest tests/$@ $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(SCAN_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -60,6 +60,18 @@ def pytest_configure(config: pytest.Config) -> None:
             databases.resolution(server)
 
 
+GROUPS = ("unit", "integration", "e2e")
+"""The folders the tests are grouped in, each also a marker (``pytest -m "not e2e"``)."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its group, the folder it sits in under ``tests``."""
+    for item in items:
+        group = item.path.parent.name
+        if group in GROUPS:
+            item.add_marker(group)
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Stop the containers started for this session, if any."""
     databases.stop_containers()

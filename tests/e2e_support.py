@@ -10,6 +10,9 @@ import contextlib
 import datetime as dt
 import io
 import random
+import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -270,3 +273,23 @@ def run_cli(*args: str) -> tuple[int, str, str]:
         except SystemExit as exc:  # argparse: --help, usage errors
             code = int(exc.code or 0)
     return code, out.getvalue(), err.getvalue()
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (it was free a moment ago)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def replication(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "replication.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=120,
+    )

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic_core import to_jsonable_python
 
 from replication.contracts import Contract
+from replication.events import ChangeEvent
 from replication.mirror.statements import MirrorStatements
 from replication.mirror.tables import DELETED, VERSION
 from tests.databases import Database
@@ -87,3 +88,13 @@ def expected_row(
 def key_of(statements: MirrorStatements, key: tuple[Any, ...]) -> tuple[Any, ...]:
     """A key normalized the way :func:`read_mirror` keys rows."""
     return tuple(normalize(kind, part) for kind, part in zip(statements.kinds, key, strict=False))
+
+
+def row_of(statements: MirrorStatements, event: ChangeEvent) -> Row:
+    """The mirror row ``event`` must leave for its key."""
+    return expected_row(statements, event.key, event.version, event.data)
+
+
+def rows_of(statements: MirrorStatements, *events: ChangeEvent) -> dict[tuple[Any, ...], Row]:
+    """The mirror ``events`` (one per key) must leave, keyed like :func:`read_mirror`."""
+    return {key_of(statements, e.key): row_of(statements, e) for e in events}

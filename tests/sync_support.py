@@ -20,7 +20,7 @@ from replication.manifest import MirrorDeclaration, load_manifest
 from replication.mirror import apply_changes
 from replication.mirror.render import statements_for
 from replication.mirror.tables import mirror_table
-from tests.test_outbox import engine_for
+from tests.owners import engine_for
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKFILL = ("backfill", "--entity", "crm.customer", "--consumer", "orders")

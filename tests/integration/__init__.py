@@ -1,0 +1,1 @@
+"""Tests against the real database servers (PostgreSQL, MariaDB) and SQLite; no AWS emulator."""
