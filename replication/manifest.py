@@ -86,6 +86,11 @@ class OwnedEntity(_Strict):
     # as 1 (and "yes" as True); a manifest says exactly what it means.
     version: StrictInt = Field(ge=1)
     fifo: StrictBool = False
+    supersede: StrictBool = Field(
+        default=True,
+        description="the relay publishes only the newest waiting version of a key (events "
+        "carry the whole state); false publishes every version",
+    )
     source: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$",

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from contracts import Product
 from replication.events import ChangeEvent
-from replication.outbox import outbox_table, record_upsert
+from replication.outbox import outbox_table, record_delete, record_upsert
 from tests.databases import POSTGRES_URL, mysql_sqlalchemy_url, unavailable
 
 
@@ -70,3 +70,14 @@ def sell(engine: sa.Engine, sku: str, stock: int) -> ChangeEvent:
                 BUSINESS.update().where(BUSINESS.c.sku == sku).values(stock=stock, version=version)
             )
         return record_upsert(conn, product(sku, stock), version)
+
+
+def remove(engine: sa.Engine, sku: str) -> ChangeEvent:
+    """A business transaction deleting a product: its row stays as the key's version
+    counter (an owner's versions never go down, even across a delete and a re-create)."""
+    with engine.begin() as conn:
+        version = conn.execute(
+            sa.select(BUSINESS.c.version).where(BUSINESS.c.sku == sku).with_for_update()
+        ).scalar_one()
+        conn.execute(BUSINESS.update().where(BUSINESS.c.sku == sku).values(version=version + 1))
+        return record_delete(conn, Product, sku, version + 1)

@@ -65,8 +65,10 @@ def cmd_relay(args: argparse.Namespace) -> ExitCode:
         pending = relay.pending()
         log.info(
             "relay drained",
-            f"published {stats.published}, failed {stats.failed}, pending {pending}",
+            f"published {stats.published}, superseded {stats.superseded}, failed "
+            f"{stats.failed}, pending {pending}",
             published=stats.published,
+            superseded=stats.superseded,
             failed=stats.failed,
             pending=pending,
         )

@@ -187,7 +187,11 @@ def _run(say: _Printer, rng: random.Random, services: dict[str, _Service]) -> in
     for name in ("crm", "catalog"):
         relay = build_relay(manifests[name], relay_settings, url=services[name].url)
         stats = relay.drain()
-        say.line(f"{name}: {stats.published} events published, {relay.pending()} pending")
+        say.line(
+            f"{name}: {stats.published + stats.superseded} events: {stats.published} published, "
+            f"{stats.superseded} superseded by a newer version of their key, "
+            f"{relay.pending()} pending"
+        )
         relay.engine.dispose()
 
     say.step("4. orders consumes its queues into its mirrors (the apply handler, as on Lambda)")

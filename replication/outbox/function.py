@@ -59,6 +59,7 @@ def emit_metrics(service: str, stats: RelayStats, backlog: int, oldest_seconds: 
 
     metrics = EphemeralMetrics(namespace=NAMESPACE, service=service)
     metrics.add_metric(name="RelayPublished", unit=MetricUnit.Count, value=stats.published)
+    metrics.add_metric(name="RelaySuperseded", unit=MetricUnit.Count, value=stats.superseded)
     metrics.add_metric(name="RelayFailed", unit=MetricUnit.Count, value=stats.failed)
     metrics.add_metric(name="RelayOffloaded", unit=MetricUnit.Count, value=stats.offloaded)
     metrics.add_metric(name="OutboxBacklog", unit=MetricUnit.Count, value=backlog)
@@ -116,6 +117,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         "mode": mode,
         "purged": purged,
         "published": stats.published,
+        "superseded": stats.superseded,
         "failed": stats.failed,
         "offloaded": stats.offloaded,
         "cycles": stats.cycles,

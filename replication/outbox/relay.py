@@ -13,6 +13,14 @@ One cycle (:meth:`Relay.relay_once`) is one small transaction:
    unpublished with a back-off, and later rows of its key wait for it;
 3. mark what was published and commit.
 
+Events carry the whole state of their key, so a version with a newer version of
+its key already waiting is of no use to any mirror. Superseding (on unless an
+owned entity says ``supersede: false`` in its manifest) publishes, for each key
+and major version whose head is claimed, only the newest unpublished row and
+marks the older ones published and ``superseded``: a relay that
+is behind (after an outage, or an owner's bulk update) sends one message per
+key instead of one per version, and never an older version after a newer.
+
 A crash between publishing and marking republishes those rows: consumers
 absorb the duplicates (ARCHITECTURE section 4, rule 5).
 """
@@ -28,6 +36,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -57,6 +66,8 @@ class RelayConfig:
     """PublishBatch calls in flight at once (only ever for distinct keys)."""
     retention: dt.timedelta = dt.timedelta(days=7)
     """How long published rows are kept before :meth:`Relay.purge_published` removes them."""
+    supersede: bool = True
+    """Publish only the newest waiting version of a key (routes may turn it off per entity)."""
 
 
 @dataclass
@@ -65,6 +76,8 @@ class RelayStats:
 
     claimed: int = 0
     published: int = 0
+    superseded: int = 0
+    """Rows not published because a newer version of their key was (marked ``superseded``)."""
     failed: int = 0
     offloaded: int = 0
     throttled: int = 0
@@ -75,6 +88,7 @@ class RelayStats:
         """Accumulate another cycle's figures."""
         self.claimed += other.claimed
         self.published += other.published
+        self.superseded += other.superseded
         self.failed += other.failed
         self.offloaded += other.offloaded
         self.throttled += other.throttled
@@ -107,6 +121,7 @@ class Relay:
         self._naive = not database.aware_timestamps
         self._skip_locked = database.skip_locked
         self._pool: ThreadPoolExecutor | None = None
+        self._marks_superseded: bool | None = None
 
     def _db_time(self, when: dt.datetime) -> dt.datetime:
         # MySQL and SQLite columns hold UTC without an offset.
@@ -121,10 +136,13 @@ class Relay:
             stats.claimed = len(rows)
             if not rows:
                 return stats
+            rows, superseded = self._supersede(conn, rows)
             published, failures = self._publish(rows, stats)
             stats.published = len(published)
+            stats.superseded = len(superseded)
             stats.failed = len(failures)
             self._mark(conn, published, failures, now)
+            self._mark_superseded(conn, superseded, now)
         return stats
 
     @contextmanager
@@ -143,7 +161,7 @@ class Relay:
         while not should_stop():
             stats = self.relay_once()
             total.add(stats)
-            if stats.published == 0:
+            if stats.published == 0 and stats.superseded == 0:
                 break
             if stats.throttled:
                 time.sleep(min(self.config.backoff_max, self.config.backoff_base))
@@ -233,6 +251,91 @@ class Relay:
         )
         if self._skip_locked:
             query = query.with_for_update(skip_locked=True)
+        return [ClaimedRow(*row) for row in conn.execute(query)]
+
+    def _supersedes(self, row: ClaimedRow) -> bool:
+        if not self.config.supersede:
+            return False
+        route = self.router.route(row.entity, row.contract_version)
+        return route is not None and route.supersede
+
+    def _supersede(
+        self, conn: sa.Connection, heads: list[ClaimedRow]
+    ) -> tuple[list[ClaimedRow], dict[int, int]]:
+        """The rows to publish in place of ``heads``: per key and major version, the newest
+        waiting row; and the older rows it supersedes (row id -> the newest's id)."""
+        keys = sorted({row.key for row in heads if self._supersedes(row)})
+        if not keys:
+            return heads, {}
+        t = self.table
+        waiting: dict[tuple[str, str, int], list[int]] = {}
+        for start in range(0, len(keys), 500):
+            query = (
+                sa.select(t.c.id, t.c.entity, t.c.subject, t.c.contract_version)
+                .where(t.c.published_at.is_(None))
+                .where(sa.tuple_(t.c.entity, t.c.subject).in_(keys[start : start + 500]))
+                .order_by(t.c.id)
+            )
+            for row_id, entity, subject, version in conn.execute(query):
+                waiting.setdefault((entity, subject, version), []).append(row_id)
+        groups = [
+            ids
+            for (entity, _, version), ids in waiting.items()
+            if len(ids) > 1 and self._supersedes_route(entity, version)
+        ]
+        locked = self._lock(conn, keys) if groups else None
+        superseded: dict[int, int] = {}
+        newest: set[int] = set()
+        for ids in groups:
+            if locked is not None and not locked.issuperset(ids):
+                continue  # a row another transaction holds: its head goes alone this cycle
+            newest.add(ids[-1])
+            superseded.update((row_id, ids[-1]) for row_id in ids[:-1])
+        kept = [row for row in heads if row.id not in superseded]
+        missing = sorted(newest - {row.id for row in kept})
+        for chunk in _chunks(missing, 5000):
+            kept += self._rows(conn, chunk)
+        kept.sort(key=lambda row: row.id)
+        return kept, superseded
+
+    def _supersedes_route(self, entity: str, version: int) -> bool:
+        route = self.router.route(entity, version)
+        return route is not None and route.supersede  # else one by one (or unroutable)
+
+    def _lock(self, conn: sa.Connection, keys: list[tuple[str, str]]) -> set[int] | None:
+        """The waiting rows of ``keys`` this transaction now holds (None where nothing
+        locks rows).
+
+        Another relay never claims a row of a key whose head is held here, yet InnoDB
+        leaves a claim's locks on rows it scanned and filtered out: taking those rows
+        with a plain lock could deadlock two relays. Rows found locked are left alone.
+        """
+        if not self._skip_locked:
+            return None
+        t = self.table
+        held: set[int] = set()
+        for start in range(0, len(keys), 500):
+            query = (
+                sa.select(t.c.id)
+                .where(t.c.published_at.is_(None))
+                .where(sa.tuple_(t.c.entity, t.c.subject).in_(keys[start : start + 500]))
+                .with_for_update(skip_locked=True)
+            )
+            held.update(conn.execute(query).scalars())
+        return held
+
+    def _rows(self, conn: sa.Connection, ids: list[int]) -> list[ClaimedRow]:
+        t = self.table
+        query = sa.select(
+            t.c.id,
+            t.c.event_id,
+            t.c.entity,
+            t.c.contract_version,
+            t.c.op,
+            t.c.subject,
+            t.c.payload,
+            t.c.attempts,
+        ).where(_id_in(ids))
         return [ClaimedRow(*row) for row in conn.execute(query)]
 
     def _message(self, row: ClaimedRow, fifo: bool, stats: RelayStats) -> OutgoingMessage:
@@ -354,9 +457,8 @@ class Relay:
     ) -> None:
         t = self.table
         stamp = self._db_time(now)
-        for start in range(0, len(published), 1000):
-            chunk = published[start : start + 1000]
-            conn.execute(sa.update(t).where(t.c.id.in_(chunk)).values(published_at=stamp))
+        for chunk in _chunks(published, 5000):
+            conn.execute(sa.update(t).where(_id_in(chunk)).values(published_at=stamp))
         if failures:
             conn.execute(
                 sa.update(t)
@@ -376,9 +478,40 @@ class Relay:
                 ],
             )
 
+    def _mark_superseded(
+        self, conn: sa.Connection, superseded: dict[int, int], now: dt.datetime
+    ) -> None:
+        if not superseded:
+            return
+        t = self.table
+        values: dict[str, Any] = {"published_at": self._db_time(now)}
+        if self._has_superseded(conn):
+            values["superseded"] = True
+        for ids in _chunks(sorted(superseded), 5000):
+            conn.execute(sa.update(t).where(_id_in(ids)).values(**values))
+
+    def _has_superseded(self, conn: sa.Connection) -> bool:
+        """Whether the outbox has the ``superseded`` column (an outbox made before it existed
+        has not until its migration adds it; its superseded rows are marked published only)."""
+        if self._marks_superseded is None:
+            columns = {c["name"] for c in sa.inspect(conn).get_columns(self.table.name)}
+            self._marks_superseded = "superseded" in columns and "superseded" in self.table.c
+        return self._marks_superseded
+
     def _backoff(self, attempts: int) -> dt.timedelta:
         delay = min(self.config.backoff_max, self.config.backoff_base * 2**attempts)
         return dt.timedelta(seconds=delay * random.uniform(0.5, 1.0))  # noqa: S311
+
+
+def _chunks(ids: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+def _id_in(ids: list[int]) -> sa.TextClause:
+    """``id IN (...)`` with the ids written out: they are integers read from the table, and
+    thousands of bound parameters cost more to render than the statement to run."""
+    return sa.text(f"id IN ({','.join(str(int(i)) for i in ids)})")
 
 
 class _UnpublishableRowError(Exception):

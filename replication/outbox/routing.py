@@ -16,6 +16,8 @@ class TopicRoute:
 
     topic_arn: str
     fifo: bool = False
+    supersede: bool = True
+    """Publish only the newest waiting version of a key (the manifest's ``supersede``)."""
 
 
 class TopicRouter:
@@ -39,7 +41,7 @@ class TopicRouter:
         for owned in manifest.owns:
             name = topic_name(owned.entity, owned.version, prefix=prefix, fifo=owned.fifo)
             arn = topic_arn(name, region=region, account=account, partition=partition)
-            routes[(owned.entity, owned.version)] = TopicRoute(arn, owned.fifo)
+            routes[(owned.entity, owned.version)] = TopicRoute(arn, owned.fifo, owned.supersede)
         return cls(routes)
 
     def route(self, entity: str, version: int) -> TopicRoute | None:

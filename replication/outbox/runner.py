@@ -210,10 +210,11 @@ def run_forever(
                     backlog = relay.pending()
                     log.info(
                         "relay progress",
-                        f"published {total.published} ({rate:.0f}/s), failed {total.failed}, "
-                        f"pending {backlog}",
+                        f"published {total.published} ({rate:.0f}/s), superseded "
+                        f"{total.superseded}, failed {total.failed}, pending {backlog}",
                         published=total.published,
                         per_second=round(rate, 1),
+                        superseded=total.superseded,
                         failed=total.failed,
                         pending=backlog,
                     )
@@ -257,9 +258,10 @@ def run_forever(
         pending = "unknown"
     log.info(
         "relay stopped",
-        f"relay stopped: published {total.published} in {elapsed:.1f} s, failed {total.failed}, "
-        f"pending {pending}",
+        f"relay stopped: published {total.published} in {elapsed:.1f} s, superseded "
+        f"{total.superseded}, failed {total.failed}, pending {pending}",
         published=total.published,
+        superseded=total.superseded,
         seconds=round(elapsed, 1),
         failed=total.failed,
         **known,

@@ -75,6 +75,8 @@ def outbox_table(metadata: sa.MetaData | None = None, name: str = OUTBOX_TABLE) 
         sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
         sa.Column("next_attempt_at", _timestamp(), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
+        # Marked published without being sent: a newer version of its key was sent instead.
+        sa.Column("superseded", sa.Boolean(), nullable=False, server_default=sa.false()),
         sa.Index(f"ix_{name}_pending", "published_at", "id"),
         sa.Index(f"ix_{name}_key", "entity", "subject", "id"),
         comment="Change events awaiting publication by the replication relay.",

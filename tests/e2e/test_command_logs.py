@@ -206,7 +206,7 @@ def test_on_a_terminal_the_relay_says_it_in_a_sentence(lines: Lines) -> None:
         os.close(controller)
         if process.poll() is None:
             process.kill()
-    assert said.decode().splitlines() == ["published 2, failed 0, pending 0"]
+    assert said.decode().splitlines() == ["published 2, superseded 0, failed 0, pending 0"]
 
 
 def test_the_format_follows_the_terminal_unless_the_variable_names_one(

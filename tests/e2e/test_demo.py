@@ -26,8 +26,8 @@ def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
 
 def check_output(out: str) -> None:
     assert "8 resources created" in out
-    assert "crm: 330 events published, 0 pending" in out
-    assert "catalog: 74 events published, 0 pending" in out
+    assert "crm: 330 events: 120 published, 210 superseded by a newer version" in out
+    assert "catalog: 74 events: 40 published, 34 superseded by a newer version" in out
     assert "customer_mirror: 110 rows + 10 tombstones; crm has 110 customers: equal" in out
     assert "product_mirror: 36 rows + 4 tombstones; catalog has 36 products: equal" in out
     assert "the mirror now says 'Ada Lovelace-Byron'" in out

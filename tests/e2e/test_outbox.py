@@ -91,8 +91,12 @@ def new_topic(moto: MotoServer, *, fifo: bool = False) -> tuple[str, str]:
     return arn, queue
 
 
-def router(arn: str, *, fifo: bool = False, entity: str = "catalog.product") -> TopicRouter:
-    return TopicRouter({(entity, 1): TopicRoute(arn, fifo)})
+def router(
+    arn: str, *, fifo: bool = False, entity: str = "catalog.product", supersede: bool = False
+) -> TopicRouter:
+    """A route to ``arn``; superseding off unless asked, so every version is published
+    (the relay's superseding is tested in tests/integration/test_relay_superseding.py)."""
+    return TopicRouter({(entity, 1): TopicRoute(arn, fifo, supersede)})
 
 
 def received_versions(messages: list[dict[str, Any]]) -> dict[str, list[int]]:
@@ -129,6 +133,22 @@ def test_a_rolled_back_change_publishes_nothing_and_a_committed_one_exactly_its_
     assert stats.published == 12
     for message in drain_queue(moto, queue):
         raise AssertionError(f"unexpected extra message {message}")
+
+
+def test_a_backlog_reaches_a_fifo_topic_as_each_keys_newest_version(
+    owner: sa.Engine, moto: MotoServer
+) -> None:
+    arn, queue = new_topic(moto, fifo=True)
+    for round_ in range(8):
+        for sku in ("A-1", "B-2", "C-3"):
+            sell(owner, sku, round_)
+
+    stats = Relay(
+        owner, SnsPublisher(moto.client("sns")), router(arn, fifo=True, supersede=True)
+    ).drain()
+
+    assert received_versions(drain_queue(moto, queue)) == {s: [8] for s in ("A-1", "B-2", "C-3")}
+    assert (stats.published, stats.superseded) == (3, 21)
 
 
 def test_each_keys_versions_arrive_in_order_on_a_fifo_topic(
@@ -257,7 +277,7 @@ class KillAfterPublish(SnsPublisher):
 
 url, arn = sys.argv[1], sys.argv[2]
 publisher = KillAfterPublish(boto3.client("sns"))
-router = TopicRouter({("catalog.product", 1): TopicRoute(arn)})
+router = TopicRouter({("catalog.product", 1): TopicRoute(arn, supersede=False)})
 Relay(sa.create_engine(url), publisher, router, config=RelayConfig(batch_size=50)).drain()
 """
 
@@ -296,9 +316,10 @@ def test_a_relay_killed_after_publishing_republishes_on_restart_and_loses_nothin
 # -- two relays at once ----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("supersede", [False, True], ids=["every-version", "superseding"])
 @pytest.mark.parametrize("dialect", SERVER_DIALECTS)
 def test_two_relays_at_once_lose_nothing_and_never_publish_a_key_out_of_order(
-    dialect: str, moto: MotoServer, tmp_path: Path
+    dialect: str, moto: MotoServer, tmp_path: Path, supersede: bool
 ) -> None:
     engine = engine_for(dialect, tmp_path)
     reset_owner(engine)
@@ -321,7 +342,7 @@ def test_two_relays_at_once_lose_nothing_and_never_publish_a_key_out_of_order(
         relay = Relay(
             sa.create_engine(engine.url),
             recorder,
-            router(arn, fifo=True),
+            router(arn, fifo=True, supersede=supersede),
             config=RelayConfig(batch_size=batch_size),
         )
         try:
@@ -342,7 +363,11 @@ def test_two_relays_at_once_lose_nothing_and_never_publish_a_key_out_of_order(
     for message in recorder.published:
         body = json.loads(message.body)
         published.setdefault(body["subject"], []).append(body["entityversion"])
-    assert published == {sku: list(range(1, 13)) for sku in keys}
+    if supersede:  # versions skipped, never one after a newer, each key's last sent
+        assert sorted(published) == keys
+        assert all(v == sorted(set(v)) and v[-1] == 12 for v in published.values()), published
+    else:
+        assert published == {sku: list(range(1, 13)) for sku in keys}
     assert received_versions(drain_queue(moto, queue)) == published
     assert len(written) == 72
     engine.dispose()
