@@ -13,6 +13,7 @@
    interleaved. Two transactions: the example crm service's ORM update (load
    a customer, change it, commit; with and without its outbox tracker), and a
    minimal one (one Core UPDATE and commit; with and without record_upsert).
+   With psycopg 3 (``commit_overhead_ratio``), then psycopg2 (``..._psycopg2``).
 
     python bench/relay.py            # full run
     python bench/relay.py --quick    # under 40 s
@@ -45,6 +46,7 @@ from tests.aws import moto_server
 from tests.databases import POSTGRES_URL
 
 PG_URL = POSTGRES_URL.replace("postgresql:", "postgresql+psycopg2:", 1)
+PG3_URL = POSTGRES_URL.replace("postgresql:", "postgresql+psycopg:", 1)
 
 CUSTOMERS = sa.Table(
     "bench_crm_customers",
@@ -269,8 +271,14 @@ def main() -> None:
         arn = sns.create_topic(Name="bench-crm-customer-v1")["TopicArn"]
         figures = bench_throughput(engine, sns, arn, args.quick)
         figures |= bench_catch_up(engine, sns, arn, args.quick)
-    figures |= bench_orm_commit(engine, args.quick)
-    figures |= bench_commit(engine, args.quick)
+    for driver, url in (("psycopg", PG3_URL), ("psycopg2", PG_URL)):
+        print(f"-- the owner's commit with {driver}")
+        owner = sa.create_engine(url)
+        suffix = "" if driver == "psycopg" else "_psycopg2"
+        orm = bench_orm_commit(owner, args.quick)
+        core = bench_commit(owner, args.quick)
+        figures |= {f"{name}{suffix}": value for name, value in (orm | core).items()}
+        owner.dispose()
     print(f"total {time.perf_counter() - started:.1f} s")
     summary: dict[str, Any] = {
         "bench": "relay",
@@ -286,6 +294,13 @@ def main() -> None:
         ),
         "commit_overhead_ratio_minimal_tx": round(
             figures["commit_ms_with_outbox"] / figures["commit_ms_plain"], 3
+        ),
+        "commit_overhead_ratio_psycopg2": round(
+            figures["orm_commit_ms_with_outbox_psycopg2"] / figures["orm_commit_ms_plain_psycopg2"],
+            3,
+        ),
+        "commit_overhead_ratio_minimal_tx_psycopg2": round(
+            figures["commit_ms_with_outbox_psycopg2"] / figures["commit_ms_plain_psycopg2"], 3
         ),
     }
     summary |= {k: round(v, 3) for k, v in figures.items()}

@@ -29,7 +29,7 @@ where it differs. Who reads what:
   ``unpackaged``;
 - the owner's outbox and relay (:mod:`replication.outbox`,
   :mod:`replication.migrations`): ``skip_locked``, ``aware_timestamps``,
-  ``outbox_driver_sql``, ``notifies``.
+  ``outbox_driver_sql``, ``notifies``, :meth:`pipelines`, :meth:`commit_pipelined`.
 
 The apply function's hot path loads every dialect: nothing here imports
 SQLAlchemy or boto3, even lazily, and a driver only when connecting.
@@ -176,6 +176,17 @@ class Dialect:
     def in_autocommit(self, connection: Any) -> bool:
         """Whether the DB-API ``connection`` commits each statement on its own."""
         return getattr(connection, "autocommit", False) is True
+
+    def pipelines(self, connection: Any) -> bool:
+        """Whether statements can go to the server with the COMMIT, in one round trip, on the
+        DB-API ``connection`` (in a transaction)."""
+        return False
+
+    def commit_pipelined(
+        self, connection: Any, statements: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> None:
+        """Run ``statements`` (driver SQL, named parameters) and COMMIT, waiting once."""
+        raise NotImplementedError(f"the {self.name} dialect does not pipeline")
 
     # -- the apply's SQL --------------------------------------------------------------------
 

@@ -111,6 +111,28 @@ class PostgreSQLDialect(Dialect):
 
         return psycopg2.connect(**params)
 
+    def pipelines(self, connection: Any) -> bool:
+        """psycopg 3 in a transaction, with libpq's pipeline mode (libpq 14 and later)."""
+        if type(connection).__module__.split(".", 1)[0] != "psycopg" or connection.autocommit:
+            return False
+        import psycopg
+
+        return bool(psycopg.capabilities.has_pipeline())
+
+    def commit_pipelined(
+        self, connection: Any, statements: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> None:
+        """The statements and the COMMIT in one pipeline: one Sync, one wait for the server.
+
+        A failing statement aborts the rest (the COMMIT with it) and raises here, leaving
+        the transaction failed, to be rolled back.
+        """
+        with connection.pipeline():
+            with connection.cursor() as cursor:
+                for sql, params in statements:
+                    cursor.execute(sql, params)
+            connection.execute("COMMIT")
+
     def tls_parameters(self, given: Mapping[str, str], mode: str, ca_file: str) -> dict[str, str]:
         """``sslmode`` (and ``sslrootcert`` to verify), unless the URL names its ``sslmode``."""
         if "sslmode" in given:

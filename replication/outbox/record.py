@@ -2,6 +2,14 @@
 
 An event exists if and only if the business change committed: the outbox row
 is inserted on the same connection, in the same transaction, as the change.
+
+With psycopg 3 (and libpq's pipeline mode) the INSERT waits for the COMMIT and
+goes to the server with it, in one round trip: the owner's transaction waits
+for the network once for its events, at commit. The row is built (its event
+validated and encoded) when it is recorded, so an invalid event still fails
+there; a row the database refuses fails the commit, which then commits
+nothing. A row recorded in a savepoint, on an autocommit connection, or with
+another driver is inserted at once.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ __all__ = ["outbox_row", "record_delete", "record_event", "record_upsert"]
 
 import datetime as dt
 import functools
+import weakref
 from typing import Any
 
 import sqlalchemy as sa
@@ -79,6 +88,70 @@ def _insert_sql(table: sa.Table, dialect: sa.Dialect, count: int = 1) -> str:
     return f"INSERT INTO {quote(table.name)} ({names}) VALUES {values}"
 
 
+_DEFERRED: weakref.WeakKeyDictionary[sa.Connection, list[tuple[str, dict[str, Any]]]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Outbox statements waiting for their connection's COMMIT (psycopg 3)."""
+_LISTENING: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
+
+
+def _statements(
+    dialect: sa.Dialect, rows: list[dict[str, Any]], table: sa.Table
+) -> list[tuple[str, dict[str, Any]]]:
+    if len(rows) == 1:
+        return [(_insert_sql(table, dialect), rows[0])]
+    statements = []
+    # In order: a multi-row INSERT numbers its rows' ids in the order of its VALUES.
+    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+        chunk = rows[start : start + _ROWS_PER_STATEMENT]
+        params = {f"{name}_{n}": row[name] for n, row in enumerate(chunk) for name in _COLUMNS}
+        statements.append((_insert_sql(table, dialect, len(chunk)), params))
+    return statements
+
+
+def _defers(connection: sa.Connection) -> bool:
+    """Whether ``connection``'s outbox rows can wait for its COMMIT and go with it."""
+    if connection.in_nested_transaction() or not connection.in_transaction():
+        return False
+    driver = connection.connection.driver_connection
+    return dialect_named(connection.dialect.name).pipelines(driver)
+
+
+def _listen(engine: sa.Engine) -> None:
+    if engine not in _LISTENING:
+        sa.event.listen(engine, "commit", _commit)
+        sa.event.listen(engine, "rollback", _forget)
+        sa.event.listen(engine, "savepoint", _insert_now)
+        sa.event.listen(engine, "begin_twophase", _insert_now)
+        _LISTENING.add(engine)
+
+
+def _commit(connection: sa.Connection) -> None:
+    """Before the COMMIT: send the waiting rows and the COMMIT together."""
+    statements = _DEFERRED.pop(connection, None)
+    if not statements:
+        return
+    driver: Any = connection.connection.driver_connection
+    dbapi = connection.dialect.loaded_dbapi
+    try:
+        dialect_named(connection.dialect.name).commit_pipelined(driver, statements)
+    except dbapi.Error as exc:
+        driver.rollback()
+        sql, params = statements[0]
+        raise sa.exc.DBAPIError.instance(sql, params, exc, dbapi.Error) from exc
+
+
+def _forget(connection: sa.Connection) -> None:
+    _DEFERRED.pop(connection, None)
+
+
+def _insert_now(connection: sa.Connection, *_: Any) -> None:
+    """Before a savepoint (whose rollback must not take earlier rows with it) or a
+    two-phase commit: the waiting rows go in now."""
+    for sql, params in _DEFERRED.pop(connection, []):
+        connection.exec_driver_sql(sql, params)
+
+
 def insert_rows(connection: sa.Connection, rows: list[dict[str, Any]], table: sa.Table) -> None:
     """Insert outbox rows on ``connection``.
 
@@ -92,14 +165,14 @@ def insert_rows(connection: sa.Connection, rows: list[dict[str, Any]], table: sa
     if not _driver_sql_ok(dialect):
         if rows:
             connection.execute(table.insert(), rows)
-    elif len(rows) == 1:
-        connection.exec_driver_sql(_insert_sql(table, dialect), rows[0])
-    else:
-        # In order: a multi-row INSERT numbers its rows' ids in the order of its VALUES.
-        for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-            chunk = rows[start : start + _ROWS_PER_STATEMENT]
-            params = {f"{name}_{n}": row[name] for n, row in enumerate(chunk) for name in _COLUMNS}
-            connection.exec_driver_sql(_insert_sql(table, dialect, len(chunk)), params)
+        return
+    statements = _statements(dialect, rows, table)
+    if _defers(connection):
+        _listen(connection.engine)
+        _DEFERRED.setdefault(connection, []).extend(statements)
+        return
+    for sql, params in statements:
+        connection.exec_driver_sql(sql, params)
 
 
 def record_event(
