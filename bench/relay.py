@@ -14,6 +14,11 @@
    a customer, change it, commit; with and without its outbox tracker), and a
    minimal one (one Core UPDATE and commit; with and without record_upsert).
    With psycopg 3 (``commit_overhead_ratio``), then psycopg2 (``..._psycopg2``).
+   On this machine's loopback a round trip costs almost nothing, so the same
+   two transactions run again through a local proxy that holds each packet
+   for half of ``--rtt-ms`` (0.5 ms by default, a round trip within an AWS
+   availability zone) each way: there the outbox's extra round trip, or its
+   absence with psycopg 3's pipeline, shows (``..._at_rtt``).
 
     python bench/relay.py            # full run
     python bench/relay.py --quick    # under 40 s
@@ -24,15 +29,21 @@ The last line is one JSON object with the ratios.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
+import queue
+import socket
 import statistics
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
@@ -69,6 +80,65 @@ def customer(key: uuid.UUID, n: int) -> Customer:
         tags=["b2b", f"region-{n % 7}"],
         address=Address(street=f"{n} Main St", city="Lyon", postal_code="69001", country="FR"),
     )
+
+
+@contextlib.contextmanager
+def delayed(url: str, rtt_ms: float) -> Iterator[str]:
+    """``url`` through a local TCP proxy holding each packet ``rtt_ms / 2`` each way."""
+    target = urlsplit(url)
+    one_way = rtt_ms / 2000
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def pump(source: socket.socket, sink: socket.socket) -> None:
+        # Each packet leaves one_way after it arrived, as on a wire: packets sent back to
+        # back are delayed once, not once each.
+        packets: queue.SimpleQueue[tuple[float, bytes]] = queue.SimpleQueue()
+
+        def send() -> None:
+            with contextlib.suppress(OSError):
+                while (item := packets.get())[1]:
+                    time.sleep(max(0.0, item[0] + one_way - time.perf_counter()))
+                    sink.sendall(item[1])
+                sink.shutdown(socket.SHUT_WR)
+
+        threading.Thread(target=send, daemon=True).start()
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                packets.put((time.perf_counter(), data))
+        packets.put((0.0, b""))
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection((target.hostname, target.port or 5432))
+            for sock in (client, server):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=pump, args=(client, server), daemon=True).start()
+            threading.Thread(target=pump, args=(server, client), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield url.replace(target.netloc, f"{target.username}@127.0.0.1:{port}", 1)
+    finally:
+        stop.set()
+        listener.close()
+
+
+def round_trip_ms(url: str) -> float:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        timings = []
+        for _ in range(200):
+            start = time.perf_counter()
+            conn.exec_driver_sql("SELECT 1").scalar()
+            timings.append(time.perf_counter() - start)
+    engine.dispose()
+    return statistics.median(timings) * 1000
 
 
 def fill_outbox(engine: sa.Engine, count: int) -> None:
@@ -259,7 +329,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="smaller run; under 40 s")
+    parser.add_argument("--quick", action="store_true", help="smaller run; under 60 s")
+    parser.add_argument(
+        "--rtt-ms",
+        type=float,
+        default=0.5,
+        help="the round trip the commit benches add through a proxy (default 0.5)",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     engine = sa.create_engine(PG_URL)
@@ -279,6 +355,13 @@ def main() -> None:
         core = bench_commit(owner, args.quick)
         figures |= {f"{name}{suffix}": value for name, value in (orm | core).items()}
         owner.dispose()
+        with delayed(url, args.rtt_ms) as far:
+            print(f"-- the owner's commit with {driver}, {round_trip_ms(far):.2f} ms a round trip")
+            owner = sa.create_engine(far)
+            orm = bench_orm_commit(owner, args.quick)
+            core = bench_commit(owner, args.quick)
+            figures |= {f"{name}{suffix}_at_rtt": value for name, value in (orm | core).items()}
+            owner.dispose()
     print(f"total {time.perf_counter() - started:.1f} s")
     summary: dict[str, Any] = {
         "bench": "relay",
@@ -295,6 +378,23 @@ def main() -> None:
         "commit_overhead_ratio_minimal_tx": round(
             figures["commit_ms_with_outbox"] / figures["commit_ms_plain"], 3
         ),
+        "commit_overhead_ratio_at_rtt": round(
+            figures["orm_commit_ms_with_outbox_at_rtt"] / figures["orm_commit_ms_plain_at_rtt"], 3
+        ),
+        "commit_overhead_ratio_minimal_tx_at_rtt": round(
+            figures["commit_ms_with_outbox_at_rtt"] / figures["commit_ms_plain_at_rtt"], 3
+        ),
+        "commit_overhead_ratio_psycopg2_at_rtt": round(
+            figures["orm_commit_ms_with_outbox_psycopg2_at_rtt"]
+            / figures["orm_commit_ms_plain_psycopg2_at_rtt"],
+            3,
+        ),
+        "commit_overhead_ratio_minimal_tx_psycopg2_at_rtt": round(
+            figures["commit_ms_with_outbox_psycopg2_at_rtt"]
+            / figures["commit_ms_plain_psycopg2_at_rtt"],
+            3,
+        ),
+        "rtt_ms": args.rtt_ms,
         "commit_overhead_ratio_psycopg2": round(
             figures["orm_commit_ms_with_outbox_psycopg2"] / figures["orm_commit_ms_plain_psycopg2"],
             3,
