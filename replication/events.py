@@ -29,6 +29,7 @@ from typing import Any, Final, Literal
 from pydantic import ValidationError
 
 from replication.contracts import Contract, ContractInfo, ContractRegistry, registry
+from replication.email_domains import cache_domain_checks
 from replication.errors import InvalidEventError, UnknownContractError
 from replication.keys import decode_subject, encode_subject
 from replication.wire import RFC3339_RE, StrictJSONError, loads_strict, parse_rfc3339
@@ -203,13 +204,20 @@ def decode_event(
     consumer reads it: only those fields and the key are validated, and any
     other field, known or not, is ignored (see ``ContractInfo.reader``).
     """
+    global _domains_cached
     try:
         document = loads_strict(raw)
     except StrictJSONError as exc:
         raise InvalidEventError(str(exc)) from None
     if not isinstance(document, dict):
         raise InvalidEventError(f"a change event must be a JSON object, got {_json_type(document)}")
+    if not _domains_cached:
+        _domains_cached = cache_domain_checks()
     return _decode_document(document, contracts, fields)
+
+
+_domains_cached = False
+"""Whether e-mail domain checks are cached (once pydantic has imported email_validator)."""
 
 
 def _decode_document(

@@ -85,8 +85,21 @@ class FieldSpec:
     enum_values: tuple[str, ...] = ()
 
 
+_PORTABLE_TYPES = frozenset({type(None), bool, uuid.UUID, dt.date})
+"""Types whose every value every database stores (checked by exact type, first)."""
+
+
 def unportable_reason(value: Any) -> str | None:
     """Why a validated value cannot be stored faithfully by every database, or None."""
+    cls = type(value)
+    if cls is str:  # the most common value first
+        if "\x00" in value:
+            return "contains a NUL character, which databases reject"
+        if not value.isascii() and _SURROGATE_RE.search(value):
+            return "contains a lone surrogate, which is not valid UTF-8 text"
+        return None
+    if cls in _PORTABLE_TYPES:
+        return None
     if isinstance(value, dt.datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             return "naive datetime: a UTC offset is required"
@@ -97,7 +110,7 @@ def unportable_reason(value: Any) -> str | None:
     elif isinstance(value, str):
         if "\x00" in value:
             return "contains a NUL character, which databases reject"
-        if _SURROGATE_RE.search(value):
+        if not value.isascii() and _SURROGATE_RE.search(value):
             return "contains a lone surrogate, which is not valid UTF-8 text"
     elif isinstance(value, int) and not isinstance(value, bool):
         if value not in _INT64:

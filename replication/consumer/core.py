@@ -329,12 +329,14 @@ class Consumer:
                 self._rollback()
             return verdict
         now = self._clock()
-        kept = {id(e) for e in reduce_batch(events)}
+        # Which events the apply kept: all of them unless it collapsed some (then reduce
+        # again to know which, rather than make every batch pay for it).
+        kept = {id(e) for e in reduce_batch(events)} if result.collapsed else None
         for item in items:
             event = item.event
             lag = (now - event.time).total_seconds() * 1000
             status: Status
-            if id(event) not in kept:
+            if kept is not None and id(event) not in kept:
                 status = "collapsed"
             elif str(event.id) in result.written:
                 status = "deleted" if event.data is None else "applied"
