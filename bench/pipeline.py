@@ -38,7 +38,10 @@
    already decoded events, on its own connection of the same kind. Every round
    uses fresh keys, so every row is really written. Rounds interleave. A third
    column times ``decode_event`` alone on the same bodies (parsing and contract
-   validation), the bulk of what the handler adds to the apply.
+   validation), the bulk of what the handler adds to the apply; then the CPU
+   time per event (``time.process_time``) of parsing the JSON (``loads_strict``),
+   of the rest of decoding and validating against the contract (``decode_event``
+   less the parse), of the apply alone and of the whole handler.
 
 Logging: the script sets ``POWERTOOLS_METRICS_DISABLED=true`` and runs the
 consumer's :class:`Observer` at WARNING (metrics off), so that per-record log
@@ -103,6 +106,7 @@ from replication.outbox.record import record_upsert
 from replication.outbox.table import outbox_table
 from replication.topology.aws import AwsTopology
 from replication.topology.model import build_topology
+from replication.wire import loads_strict
 from tests.aws import ACCOUNT, REGION, MotoServer, moto_server
 from tests.consumer_support import lambda_event
 from tests.databases import POSTGRES_URL
@@ -405,11 +409,25 @@ def bench_handler(
         conn.commit()
         return time.perf_counter() - start
 
+    fields = manifest.mirror("crm.customer").fields
+    cpu: dict[str, list[float]] = {}
+
     def run_decode(event: dict[str, Any]) -> float:
         start = time.perf_counter()
         for record in event["Records"]:
-            decode_event(record["body"])
+            decode_event(record["body"], fields=fields)
         return time.perf_counter() - start
+
+    def cpu_us(what: str, size: int, run: Any, argument: Any) -> Any:
+        """``run(argument)``, its CPU time per event kept under ``what``."""
+        start = time.process_time()
+        result = run(argument)
+        cpu.setdefault(f"{what}_{size}", []).append((time.process_time() - start) / size * 1e6)
+        return result
+
+    def parse_all(event: dict[str, Any]) -> None:
+        for record in event["Records"]:
+            loads_strict(record["body"])
 
     run_handler(records.event(fresh_events(50)))  # warm-up: connection, caches
     run_apply(fresh_events(50))
@@ -429,10 +447,11 @@ def bench_handler(
             events = fresh_events(size)
             for mine in (n % 2 == 0, n % 2 == 1):
                 if mine:
-                    handler_t.append(run_handler(event))
+                    handler_t.append(cpu_us("handler", size, run_handler, event))
                 else:
-                    apply_t.append(run_apply(events))
-            decode_t.append(run_decode(event))
+                    apply_t.append(cpu_us("apply", size, run_apply, events))
+            decode_t.append(cpu_us("decode", size, run_decode, event))
+            cpu_us("parse", size, parse_all, event)
         expected += 2 * rounds * size
         handler_rate, apply_rate = median_rate(size, handler_t), median_rate(size, apply_t)
         results[f"handler_events_per_s_{size}"] = handler_rate
@@ -443,6 +462,20 @@ def bench_handler(
             f"{size:>7} {rounds:>7} {handler_rate:>13,.0f} {apply_rate:>11,.0f} "
             f"{handler_rate / apply_rate:>6.2f}x {decode_rate:>12,.0f}"
         )
+    print("CPU µs per event (process time, median of rounds):")
+    print("{:>7} {:>8} {:>10} {:>8} {:>9}".format("batch", "parse", "validate", "apply", "handler"))
+    for size in (10, 100, 1000):
+        parse = statistics.median(cpu[f"parse_{size}"])
+        validate = max(0.0, statistics.median(cpu[f"decode_{size}"]) - parse)
+        apply = statistics.median(cpu[f"apply_{size}"])
+        whole = statistics.median(cpu[f"handler_{size}"])
+        print(f"{size:>7} {parse:>8.1f} {validate:>10.1f} {apply:>8.1f} {whole:>9.1f}")
+        results |= {
+            f"parse_cpu_us_{size}": parse,
+            f"validate_cpu_us_{size}": validate,
+            f"apply_cpu_us_{size}": apply,
+            f"handler_cpu_us_{size}": whole,
+        }
 
     # INFO logging to /dev/null against WARNING, batch 100, interleaved. Observers of one
     # service share one logging.Logger, so the level is switched on it round by round.
