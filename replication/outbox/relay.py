@@ -233,16 +233,7 @@ class Relay:
             .exists()
         )
         query = (
-            sa.select(
-                t.c.id,
-                t.c.event_id,
-                t.c.entity,
-                t.c.contract_version,
-                t.c.op,
-                t.c.subject,
-                t.c.payload,
-                t.c.attempts,
-            )
+            self._select_claimed()
             .where(t.c.published_at.is_(None))
             .where(sa.or_(t.c.next_attempt_at.is_(None), t.c.next_attempt_at <= self._db_time(now)))
             .where(~blocked)
@@ -325,8 +316,12 @@ class Relay:
         return held
 
     def _rows(self, conn: sa.Connection, ids: list[int]) -> list[ClaimedRow]:
+        return [ClaimedRow(*row) for row in conn.execute(self._select_claimed().where(_id_in(ids)))]
+
+    def _select_claimed(self) -> sa.Select[Any]:
+        """The columns of a :class:`ClaimedRow`, in its order."""
         t = self.table
-        query = sa.select(
+        return sa.select(
             t.c.id,
             t.c.event_id,
             t.c.entity,
@@ -335,8 +330,7 @@ class Relay:
             t.c.subject,
             t.c.payload,
             t.c.attempts,
-        ).where(_id_in(ids))
-        return [ClaimedRow(*row) for row in conn.execute(query)]
+        )
 
     def _message(self, row: ClaimedRow, fifo: bool, stats: RelayStats) -> OutgoingMessage:
         attributes = {
