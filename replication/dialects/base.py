@@ -18,7 +18,7 @@ where it differs. Who reads what:
   ``parameter_converters``, ``sqlalchemy_name``, :meth:`sqlalchemy_options`,
   :meth:`guarded_upsert`, ``returns_written``, ``bulk_threshold``,
   :meth:`stage_statements`, :meth:`can_bulk_load`, :meth:`bulk_load`,
-  :meth:`in_autocommit`;
+  :meth:`in_autocommit`, :meth:`upsert_returns_touched`;
 - the failures table (:mod:`replication.consumer.failures`): :meth:`upsert`;
 - error verdicts (:mod:`replication.consumer.classify`): :meth:`classify`;
 - reconcile's hashing (:mod:`replication.sync.sql`): ``portable_hashes``,
@@ -176,6 +176,12 @@ class Dialect:
     def in_autocommit(self, connection: Any) -> bool:
         """Whether the DB-API ``connection`` commits each statement on its own."""
         return getattr(connection, "autocommit", False) is True
+
+    def upsert_returns_touched(self, connection: Any) -> bool:
+        """Whether, on the DB-API ``connection``'s server, the guarded upsert can end in
+        ``RETURNING`` and list every row it touched, written or kept (where it cannot return
+        only the rows it wrote)."""
+        return False
 
     def pipelines(self, connection: Any) -> bool:
         """Whether statements can go to the server with the COMMIT, in one round trip, on the

@@ -35,6 +35,8 @@ _TRUE = ("true", "yes", "on", "y", "t", "1")  # what SQLAlchemy reads as true in
 _PYMYSQL_FILES = ("ca", "key", "cert", "capath", "cipher")  # the ssl_* SQLAlchemy passes on
 
 
+_MARIADB_VERSION = re.compile(r"(\d+)\.(\d+)\.\d+-MariaDB")
+"""A MariaDB server's version in its handshake (``5.5.5-10.11.6-MariaDB-...``)."""
 _QUOTED_VALUE = re.compile(r"\b(entry|value:?)\s+'.*?'(?=\s+for\s|\s*$)", re.IGNORECASE)
 """A value MySQL quotes in a refusal: after ``entry`` or ``value``, never a column's name."""
 
@@ -65,6 +67,15 @@ class MySQLDialect(Dialect):
     returns_written = False
     sqlalchemy_name = "mysql"
     package_extra = "mysql"
+
+    def upsert_returns_touched(self, connection: Any) -> bool:
+        """MariaDB from 10.5: ``INSERT ... ON DUPLICATE KEY UPDATE ... RETURNING`` lists each
+        row with its values after the statement (MySQL has no RETURNING)."""
+        info = getattr(connection, "get_server_info", None)
+        if info is None:
+            return False
+        found = _MARIADB_VERSION.search(str(info()))
+        return found is not None and (int(found[1]), int(found[2])) >= (10, 5)
 
     def driver_options(self, driver: str) -> dict[str, str]:
         """PyMySQL speaks utf8mb4 (4-byte characters included)."""

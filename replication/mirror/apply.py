@@ -101,7 +101,10 @@ def apply_changes(
     cursor = raw.cursor()
     try:
         if not dialect.returns_written:
-            written = _write_read_back(cursor, statements, reduced, applied_at)
+            if statements.returning_touched and dialect.upsert_returns_touched(raw):
+                written = _write_returning_touched(cursor, statements, reduced, applied_at)
+            else:
+                written = _write_read_back(cursor, statements, reduced, applied_at)
         elif (
             bulk
             and statements.bulk_threshold
@@ -281,6 +284,30 @@ def _write_read_back(
         cursor.execute(sql, [stamp, *[value for row in chunk for value in row[:k]]])
         for found in cursor.fetchall():
             mine[_key_text(found[:k])] = str(found[k])
+    written: list[tuple[bool, str]] = []
+    for row in rows:
+        event_id = str(row[event_id_at])
+        if mine.get(_key_text(row[:k])) == event_id:
+            written.append((bool(row[event_id_at - 1]), event_id))
+    return written
+
+
+def _write_returning_touched(
+    cursor: Any, statements: MirrorStatements, events: list[ChangeEvent], applied_at: dt.datetime
+) -> list[tuple[bool, str]]:
+    """Guarded upsert returning every row it touched; a row carrying this call's applied-at
+    stamp and the event's id is one this call wrote (the read-back's rule, without reading)."""
+    rows = _rows(statements, events, applied_at, statements.dialect)
+    k = statements.key_count
+    event_id_at = len(statements.columns) - _META + 2
+    stamp = rows[0][event_id_at + 2]  # applied-at, as the driver was given it
+    mine: dict[tuple[Any, ...], str] = {}
+    for chunk in _chunks(rows, statements.rows_per_statement):
+        sql = _upsert_sql(statements, len(chunk)) + statements.returning_touched
+        cursor.execute(sql, [value for row in chunk for value in row])
+        for found in cursor.fetchall():  # key..., event id, deleted, applied-at
+            if found[k + 2] == stamp:
+                mine[_key_text(found[:k])] = str(found[k])
     written: list[tuple[bool, str]] = []
     for row in rows:
         event_id = str(row[event_id_at])

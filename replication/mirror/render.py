@@ -91,6 +91,9 @@ def render_statements(
         f"SELECT {', '.join(qkey)}, {e}, {d} FROM {t} "
         f"WHERE {a} = {marker} AND ({', '.join(qkey)}) IN "
     )
+    returning_touched = (
+        "" if database.returns_written else f" RETURNING {', '.join(qkey)}, {e}, {d}, {a}"
+    )
     return MirrorStatements(
         dialect=database.name,
         entity=info.entity,
@@ -112,4 +115,5 @@ def render_statements(
         stage_clear=stage.clear if stage else "",
         bulk_threshold=database.bulk_threshold if stage else 0,
         refresh_update=refresh_update,
+        returning_touched=returning_touched,
     )

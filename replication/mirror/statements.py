@@ -46,6 +46,9 @@ class MirrorStatements:
     refresh_update: str = ""
     """UPDATE of a live row held at exactly the given version (a backfill's or a repair's
     snapshot): data columns and stamps set, then the key, version and deleted flag matched."""
+    returning_touched: str = ""
+    """MySQL dialect: `` RETURNING key..., event id, deleted, applied-at`` for a server whose
+    guarded upsert can return every row it touched (MariaDB), sparing the read-back."""
 
     def rendered_for(self, dialect: str) -> bool:
         """Whether these statements are ``dialect``'s (by any of its names: ``mariadb`` too)."""

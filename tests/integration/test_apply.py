@@ -24,6 +24,7 @@ from pydantic import Field, HttpUrl
 
 from contracts import Customer, Product, Tier
 from replication.contracts import Contract
+from replication.dialects import dialect_named
 from replication.events import ChangeEvent, deleted, upserted
 from replication.manifest import Manifest, MirrorDeclaration
 from replication.mirror import ApplyResult, apply_changes
@@ -925,3 +926,63 @@ def test_url_fields_and_text_over_64_kib_are_stored_whole(database: Database, bu
     [(url, body)] = fetch_all(database, "SELECT url, body FROM page_mirror")
     assert url == "https://example.com/a?b=c"
     assert body == "é" * 70_000
+
+
+MYSQL = dialect_named("mysql")
+
+
+# -- MariaDB: the written rows from RETURNING, not a read-back ---------------------------
+
+
+@pytest.mark.mysql
+def test_mariadb_counts_from_returning_exactly_as_the_read_back_does(
+    tmp_path: Any, orders_manifest: Manifest
+) -> None:
+    db = connect("mysql", tmp_path)
+    try:
+        statements = create_mirror(db, orders_manifest.mirror("crm.customer"))
+        assert statements.returning_touched.startswith(" RETURNING ")
+        assert MYSQL.upsert_returns_touched(db.connection)  # the test server is MariaDB
+        read_back = dataclasses.replace(statements, returning_touched="")
+        first = [upserted(customer(n), 2) for n in range(1, 7)]
+        history = [
+            [*first, deleted(Customer, uuid.UUID(int=3), 3)],
+            first[:3],  # a redelivery: equal versions, same event ids
+            [upserted(customer(n, " older"), 1) for n in range(1, 5)],  # stale
+            [upserted(customer(n, " newer"), 4) for n in range(4, 9)],
+        ]
+        results = {}
+        mirrors = {}
+        for label, used in (("returning", statements), ("read-back", read_back)):
+            cursor = db.connection.cursor()
+            cursor.execute(f"DELETE FROM {statements.table}")
+            db.connection.commit()
+            results[label] = [apply_changes(db.connection, used, batch) for batch in history]
+            db.connection.commit()
+            mirrors[label] = read_mirror(db, statements)
+    finally:
+        db.close()
+
+    assert results["returning"] == results["read-back"]
+    assert mirrors["returning"] == mirrors["read-back"]
+    assert [(r.applied, r.deleted, r.stale) for r in results["returning"]] == [
+        (5, 1, 0),  # key 3 upserted and deleted in one batch: the upsert collapsed
+        (0, 0, 3),
+        (0, 0, 4),
+        (5, 0, 0),
+    ]
+
+
+def test_only_mariadb_from_10_5_returns_the_rows_its_upsert_touched() -> None:
+    class Server:
+        def __init__(self, info: str) -> None:
+            self.info = info
+
+        def get_server_info(self) -> str:
+            return self.info
+
+    assert MYSQL.upsert_returns_touched(Server("5.5.5-10.11.6-MariaDB-0+deb12u1"))
+    assert MYSQL.upsert_returns_touched(Server("5.5.5-10.5.0-MariaDB"))
+    assert not MYSQL.upsert_returns_touched(Server("5.5.5-10.4.34-MariaDB"))
+    assert not MYSQL.upsert_returns_touched(Server("8.0.36"))  # MySQL: no RETURNING
+    assert not MYSQL.upsert_returns_touched(object())  # not PyMySQL: the read-back
