@@ -284,12 +284,7 @@ def _write_read_back(
         cursor.execute(sql, [stamp, *[value for row in chunk for value in row[:k]]])
         for found in cursor.fetchall():
             mine[_key_text(found[:k])] = str(found[k])
-    written: list[tuple[bool, str]] = []
-    for row in rows:
-        event_id = str(row[event_id_at])
-        if mine.get(_key_text(row[:k])) == event_id:
-            written.append((bool(row[event_id_at - 1]), event_id))
-    return written
+    return _mine(rows, statements, mine)
 
 
 def _write_returning_touched(
@@ -308,10 +303,20 @@ def _write_returning_touched(
         for found in cursor.fetchall():  # key..., event id, deleted, applied-at
             if found[k + 2] == stamp:
                 mine[_key_text(found[:k])] = str(found[k])
+    return _mine(rows, statements, mine)
+
+
+def _mine(
+    rows: list[tuple[Any, ...]], statements: MirrorStatements, found: dict[tuple[Any, ...], str]
+) -> list[tuple[bool, str]]:
+    """``(deleted, event id)`` of each row whose key ``found`` holds with the row's event id:
+    the rows this call wrote."""
+    k = statements.key_count
+    event_id_at = len(statements.columns) - _META + 2
     written: list[tuple[bool, str]] = []
     for row in rows:
         event_id = str(row[event_id_at])
-        if mine.get(_key_text(row[:k])) == event_id:
+        if found.get(_key_text(row[:k])) == event_id:
             written.append((bool(row[event_id_at - 1]), event_id))
     return written
 
