@@ -47,7 +47,10 @@ def add_commands(groups: Subcommands) -> None:
     )
     consume.add_argument("--wait", type=int, default=10, help="long-poll seconds, 0-20 (10)")
     consume.add_argument(
-        "--drain", action="store_true", help="stop when every queue is empty, instead of running"
+        "--drain",
+        action="store_true",
+        help="stop when every queue is empty, instead of running (exit 4 when some records "
+        "were left on their queue for retry)",
     )
     consume.add_argument("--statements", help="pre-rendered statements file (mirrors render)")
     consume.add_argument(
@@ -101,6 +104,8 @@ def cmd_consume(args: argparse.Namespace) -> ExitCode:
     if args.drain:
         stats = runner.drain()
         log.info("consumer drained", stats.line(), **stats.fields())
-    else:
-        runner.run()
+        # Records a transient failure left on their queue are retried by the next run, as
+        # SQS makes them visible again: done in part.
+        return ExitCode.PARTIAL if stats.retried or stats.failed_batches else ExitCode.OK
+    runner.run()
     return ExitCode.OK

@@ -140,6 +140,19 @@ def test_relay_and_consume_write_only_json_lines_off_a_terminal(lines: Lines) ->
     assert lines.products() == [("SKU-1", 1), ("SKU-2", 1)]
 
 
+def test_a_drain_that_leaves_records_for_retry_exits_4(lines: Lines) -> None:
+    assert lines.run("relay", "--service", "catalog", "--once").returncode == 0
+    with lines.orders.begin() as conn:  # the apply fails, transiently, for every record
+        conn.execute(sa.text("DROP TABLE product_mirror"))
+
+    consumed = lines.run("consume", "--service", "orders", "--drain", "--wait", "0")
+
+    assert consumed.returncode == 4, consumed.stdout + consumed.stderr
+    said = (consumed.stdout + consumed.stderr).splitlines()
+    [drained] = [d for d in map(json.loads, said) if d.get("message") == "consumer drained"]
+    assert (drained["received"], drained["deleted"], drained["retried"]) == (2, 0, 2)
+
+
 def test_warning_level_silences_the_info_lines(lines: Lines) -> None:
     relayed = lines.run("relay", "--service", "catalog", "--once", POWERTOOLS_LOG_LEVEL="WARNING")
     assert json_lines(relayed) == []
