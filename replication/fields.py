@@ -91,14 +91,13 @@ _PORTABLE_TYPES = frozenset({type(None), bool, uuid.UUID, dt.date})
 
 def unportable_reason(value: Any) -> str | None:
     """Why a validated value cannot be stored faithfully by every database, or None."""
-    cls = type(value)
-    if cls is str:  # the most common value first
+    if isinstance(value, str):  # the most common value first (enum members of str too)
         if "\x00" in value:
             return "contains a NUL character, which databases reject"
         if not value.isascii() and _SURROGATE_RE.search(value):
             return "contains a lone surrogate, which is not valid UTF-8 text"
         return None
-    if cls in _PORTABLE_TYPES:
+    if type(value) in _PORTABLE_TYPES:
         return None
     if isinstance(value, dt.datetime):
         if value.tzinfo is None or value.utcoffset() is None:
@@ -107,11 +106,6 @@ def unportable_reason(value: Any) -> str | None:
             value.astimezone(dt.UTC)  # mirrors store datetimes in UTC
         except OverflowError:
             return "is out of range once converted to UTC"
-    elif isinstance(value, str):
-        if "\x00" in value:
-            return "contains a NUL character, which databases reject"
-        if not value.isascii() and _SURROGATE_RE.search(value):
-            return "contains a lone surrogate, which is not valid UTF-8 text"
     elif isinstance(value, int) and not isinstance(value, bool):
         if value not in _INT64:
             return "is outside the 64-bit integer range that databases store"

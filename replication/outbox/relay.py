@@ -32,11 +32,11 @@ __all__ = ["Relay", "RelayConfig", "RelayStats", "TopicRoute", "TopicRouter"]
 import datetime as dt
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -244,27 +244,22 @@ class Relay:
             query = query.with_for_update(skip_locked=True)
         return [ClaimedRow(*row) for row in conn.execute(query)]
 
-    def _supersedes(self, row: ClaimedRow) -> bool:
-        if not self.config.supersede:
-            return False
-        route = self.router.route(row.entity, row.contract_version)
-        return route is not None and route.supersede
-
     def _supersede(
         self, conn: sa.Connection, heads: list[ClaimedRow]
-    ) -> tuple[list[ClaimedRow], dict[int, int]]:
+    ) -> tuple[list[ClaimedRow], set[int]]:
         """The rows to publish in place of ``heads``: per key and major version, the newest
-        waiting row; and the older rows it supersedes (row id -> the newest's id)."""
-        keys = sorted({row.key for row in heads if self._supersedes(row)})
+        waiting row; and the ids of the older rows they supersede."""
+        keys = sorted(
+            {row.key for row in heads if self._supersedes(row.entity, row.contract_version)}
+        )
         if not keys:
-            return heads, {}
+            return heads, set()
         t = self.table
         waiting: dict[tuple[str, str, int], list[int]] = {}
-        for start in range(0, len(keys), 500):
+        for chunk in _chunks(keys, 500):
             query = (
                 sa.select(t.c.id, t.c.entity, t.c.subject, t.c.contract_version)
-                .where(t.c.published_at.is_(None))
-                .where(sa.tuple_(t.c.entity, t.c.subject).in_(keys[start : start + 500]))
+                .where(self._waiting_of(chunk))
                 .order_by(t.c.id)
             )
             for row_id, entity, subject, version in conn.execute(query):
@@ -272,26 +267,30 @@ class Relay:
         groups = [
             ids
             for (entity, _, version), ids in waiting.items()
-            if len(ids) > 1 and self._supersedes_route(entity, version)
+            if len(ids) > 1 and self._supersedes(entity, version)
         ]
         locked = self._lock(conn, keys) if groups else None
-        superseded: dict[int, int] = {}
+        superseded: set[int] = set()
         newest: set[int] = set()
         for ids in groups:
             if locked is not None and not locked.issuperset(ids):
                 continue  # a row another transaction holds: its head goes alone this cycle
             newest.add(ids[-1])
-            superseded.update((row_id, ids[-1]) for row_id in ids[:-1])
+            superseded.update(ids[:-1])
         kept = [row for row in heads if row.id not in superseded]
         missing = sorted(newest - {row.id for row in kept})
-        for chunk in _chunks(missing, 5000):
-            kept += self._rows(conn, chunk)
+        for some in _chunks(missing, 5000):
+            kept += self._rows(conn, some)
         kept.sort(key=lambda row: row.id)
         return kept, superseded
 
-    def _supersedes_route(self, entity: str, version: int) -> bool:
+    def _supersedes(self, entity: str, version: int) -> bool:
+        """Whether this relay supersedes the rows of an entity version (else one by one, or
+        failed as unroutable)."""
+        if not self.config.supersede:
+            return False
         route = self.router.route(entity, version)
-        return route is not None and route.supersede  # else one by one (or unroutable)
+        return route is not None and route.supersede
 
     def _lock(self, conn: sa.Connection, keys: list[tuple[str, str]]) -> set[int] | None:
         """The waiting rows of ``keys`` this transaction now holds (None where nothing
@@ -305,17 +304,21 @@ class Relay:
             return None
         t = self.table
         held: set[int] = set()
-        for start in range(0, len(keys), 500):
+        for chunk in _chunks(keys, 500):
             query = (
-                sa.select(t.c.id)
-                .where(t.c.published_at.is_(None))
-                .where(sa.tuple_(t.c.entity, t.c.subject).in_(keys[start : start + 500]))
-                .with_for_update(skip_locked=True)
+                sa.select(t.c.id).where(self._waiting_of(chunk)).with_for_update(skip_locked=True)
             )
             held.update(conn.execute(query).scalars())
         return held
 
-    def _rows(self, conn: sa.Connection, ids: list[int]) -> list[ClaimedRow]:
+    def _waiting_of(self, keys: Sequence[tuple[str, str]]) -> sa.ColumnElement[bool]:
+        """The unpublished rows of ``keys``."""
+        t = self.table
+        return sa.and_(
+            t.c.published_at.is_(None), sa.tuple_(t.c.entity, t.c.subject).in_(list(keys))
+        )
+
+    def _rows(self, conn: sa.Connection, ids: Sequence[int]) -> list[ClaimedRow]:
         return [ClaimedRow(*row) for row in conn.execute(self._select_claimed().where(_id_in(ids)))]
 
     def _select_claimed(self) -> sa.Select[Any]:
@@ -472,9 +475,7 @@ class Relay:
                 ],
             )
 
-    def _mark_superseded(
-        self, conn: sa.Connection, superseded: dict[int, int], now: dt.datetime
-    ) -> None:
+    def _mark_superseded(self, conn: sa.Connection, superseded: set[int], now: dt.datetime) -> None:
         if not superseded:
             return
         t = self.table
@@ -497,12 +498,15 @@ class Relay:
         return dt.timedelta(seconds=delay * random.uniform(0.5, 1.0))  # noqa: S311
 
 
-def _chunks(ids: list[int], size: int) -> Iterator[list[int]]:
-    for start in range(0, len(ids), size):
-        yield ids[start : start + size]
+_T = TypeVar("_T")
 
 
-def _id_in(ids: list[int]) -> sa.TextClause:
+def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _id_in(ids: Sequence[int]) -> sa.TextClause:
     """``id IN (...)`` with the ids written out: they are integers read from the table, and
     thousands of bound parameters cost more to render than the statement to run."""
     return sa.text(f"id IN ({','.join(str(int(i)) for i in ids)})")
