@@ -59,8 +59,12 @@ def read_mirror(db: Database, statements: MirrorStatements) -> dict[tuple[Any, .
     finally:
         cursor.close()
     result: dict[tuple[Any, ...], Row] = {}
+    decoded = db.dialect == "postgresql"  # the drivers decode jsonb: a str is a JSON string
     for raw in rows:
-        row = {c: normalize(k, v) for c, k, v in zip(columns, kinds, raw, strict=True)}
+        row = {
+            c: normalize(k, json.dumps(v) if decoded and k == "json" and v is not None else v)
+            for c, k, v in zip(columns, kinds, raw, strict=True)
+        }
         result[tuple(row[c] for c in columns[: statements.key_count])] = row
     return result
 

@@ -18,7 +18,7 @@ where it differs. Who reads what:
   ``parameter_converters``, ``sqlalchemy_name``, :meth:`sqlalchemy_options`,
   :meth:`guarded_upsert`, ``returns_written``, ``bulk_threshold``,
   :meth:`stage_statements`, :meth:`can_bulk_load`, :meth:`bulk_load`,
-  :meth:`in_autocommit`, :meth:`upsert_returns_touched`;
+  :meth:`document_upsert`, :meth:`in_autocommit`, :meth:`upsert_returns_touched`;
 - the failures table (:mod:`replication.consumer.failures`): :meth:`upsert`;
 - error verdicts (:mod:`replication.consumer.classify`): :meth:`classify`;
 - reconcile's hashing (:mod:`replication.sync.sql`): ``portable_hashes``,
@@ -236,6 +236,12 @@ class Dialect:
         """The bulk path's SQL for ``table`` (``columns`` quoted, ``guarded`` the guarded
         upsert); None without one."""
         return None
+
+    def document_upsert(self, table: str, columns: Sequence[str], guarded: str) -> str:
+        """The guarded upsert of rows given as one JSON document (one parameter: an array of
+        objects keyed by column name), ``columns`` quoted; empty where the database cannot
+        read rows from a document (the apply then binds every value)."""
+        return ""
 
     def can_bulk_load(self, cursor: Any) -> bool:
         """Whether ``cursor``'s driver can take the bulk path."""

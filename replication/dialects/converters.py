@@ -12,8 +12,10 @@ __all__ = [
     "as_str",
     "as_text",
     "bool_int",
+    "document_converters",
     "enum_value",
     "iso",
+    "jsonable",
     "same",
     "utc_iso",
     "utc_naive",
@@ -75,10 +77,33 @@ def utc_iso(value: Any) -> Any:
 
 
 def iso(value: Any) -> Any:
-    """A date as ISO 8601 text."""
+    """A date, or a datetime with its offset, as ISO 8601 text."""
     return None if value is None else value.isoformat()
 
 
 def bool_int(value: Any) -> Any:
     """A boolean as 1 or 0."""
     return None if value is None else int(value)
+
+
+def jsonable(value: Any) -> Any:
+    """The value as JSON-ready data (a nested model as a dict); None stays None."""
+    return None if value is None else to_jsonable_python(value)
+
+
+_DOCUMENT: dict[str, Converter] = {
+    "str": as_str,
+    "uuid": as_text,
+    "decimal": as_text,
+    "datetime": iso,
+    "date": iso,
+    "enum": enum_value,
+    "json": jsonable,
+}
+
+
+def document_converters(kinds: tuple[str, ...]) -> tuple[Converter, ...]:
+    """One converter per column, into values of a JSON document of rows: text where the
+    column's input function reads text (exact decimals, ISO times with their offset), JSON
+    numbers and booleans as they are, a JSON column's value as nested JSON."""
+    return tuple(_DOCUMENT.get(kind, same) for kind in kinds)

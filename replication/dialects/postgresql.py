@@ -161,6 +161,17 @@ class PostgreSQLDialect(Dialect):
             clear=f"DELETE FROM {stage}",
         )
 
+    def document_upsert(self, table: str, columns: Sequence[str], guarded: str) -> str:
+        """``json_populate_recordset`` over the table's own row type: each value is read by
+        its column type's input function, as a bound text parameter would be, and one
+        parameter replaces thousands (which the driver would quote one by one and the server
+        parse as one long statement)."""
+        names = ", ".join(columns)
+        return (
+            f"INSERT INTO {table} ({names}) SELECT {names} "
+            f"FROM json_populate_recordset(NULL::{table}, CAST({self.marker} AS json))" + guarded
+        )
+
     def can_bulk_load(self, cursor: Any) -> bool:
         """psycopg2's and psycopg 3's cursors both COPY."""
         return hasattr(cursor, "copy_expert") or hasattr(cursor, "copy")

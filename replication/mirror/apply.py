@@ -12,7 +12,10 @@ dialect (:mod:`replication.dialects`) renders it:
   ``INSERT ... ON CONFLICT ... DO UPDATE ... WHERE mirror.version <
   excluded.version RETURNING``), that is the outcome; from ``bulk_threshold``
   rows, a dialect with a bulk path (PostgreSQL) first loads the rows into a
-  stage table (``COPY``) and merges them with one such statement;
+  stage table (``COPY``) and merges them with one such statement; below it (or
+  with the bulk path off), a dialect with a document upsert (PostgreSQL) sends
+  the rows as one JSON parameter that the statement reads as rows of the
+  table's type, instead of one bind parameter per value;
 - elsewhere (MySQL/MariaDB: ``INSERT ... ON DUPLICATE KEY UPDATE`` with every
   column guarded), the batch's keys are read back: a row holding this call's
   event id and applied-at time was written by it, any other is stale. (MySQL
@@ -25,6 +28,7 @@ from __future__ import annotations
 __all__ = ["apply_changes", "dialect_of", "refresh_changes"]
 
 import datetime as dt
+import json
 import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -34,7 +38,7 @@ from replication.errors import ConfigurationError
 from replication.events import ChangeEvent
 from replication.mirror.decide import ApplyResult, reduce_batch
 from replication.mirror.statements import MirrorStatements
-from replication.mirror.values import converters
+from replication.mirror.values import DOCUMENT, converters
 
 _META = 5  # version, deleted, event id, event time, applied at
 
@@ -112,6 +116,8 @@ def apply_changes(
             and dialect.can_bulk_load(cursor)
         ):
             written = _write_stage_merge(cursor, dialect, statements, reduced, applied_at)
+        elif statements.document_upsert:
+            written = _write_document(cursor, statements, reduced, applied_at)
         else:
             written = _write_returning(cursor, statements, reduced, applied_at)
     finally:
@@ -241,6 +247,25 @@ def _write_returning(
         cursor.execute(sql, [value for row in chunk for value in row])
         written += [(bool(flag), str(event_id)) for flag, event_id in cursor.fetchall()]
     return written
+
+
+def _write_document(
+    cursor: Any, statements: MirrorStatements, events: list[ChangeEvent], applied_at: dt.datetime
+) -> list[tuple[bool, str]]:
+    """Guarded upsert of the rows as one JSON document; RETURNING lists the rows it wrote."""
+    columns = statements.columns
+    convert = converters(statements.kinds, DOCUMENT)
+    data_columns = _data_columns(statements)
+    document = [
+        {
+            c: f(v)
+            for c, f, v in zip(columns, convert, _values(data_columns, e, applied_at), strict=True)
+        }
+        for e in events
+    ]
+    text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    cursor.execute(statements.document_upsert, [text])
+    return [(bool(flag), str(event_id)) for flag, event_id in cursor.fetchall()]
 
 
 def _write_stage_merge(

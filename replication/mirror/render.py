@@ -116,4 +116,5 @@ def render_statements(
         bulk_threshold=database.bulk_threshold if stage else 0,
         refresh_update=refresh_update,
         returning_touched=returning_touched,
+        document_upsert=database.document_upsert(t, q, suffix),
     )

@@ -49,6 +49,9 @@ class MirrorStatements:
     returning_touched: str = ""
     """MySQL dialect: `` RETURNING key..., event id, deleted, applied-at`` for a server whose
     guarded upsert can return every row it touched (MariaDB), sparing the read-back."""
+    document_upsert: str = ""
+    """The guarded upsert of the rows of one JSON document parameter (PostgreSQL), below the
+    bulk threshold or with the bulk path off; empty: one bind parameter per value."""
 
     def rendered_for(self, dialect: str) -> bool:
         """Whether these statements are ``dialect``'s (by any of its names: ``mariadb`` too)."""

@@ -81,6 +81,20 @@ def bulk_or_not(statements: MirrorStatements, bulk: bool) -> MirrorStatements:
     return dataclasses.replace(statements, bulk_threshold=1) if bulk else statements
 
 
+PATHS = ["bulk", "document", "values"]
+"""PostgreSQL's three ways to write a batch (one elsewhere): COPY + merge, the rows as one
+JSON document, one bind parameter per value (statements rendered without a document upsert)."""
+
+
+def on_path(statements: MirrorStatements, path: str) -> MirrorStatements:
+    """Statements that write any batch the way ``path`` names (with the bulk path on)."""
+    if path == "bulk":
+        return dataclasses.replace(statements, bulk_threshold=1)
+    if path == "values":
+        return dataclasses.replace(statements, document_upsert="")
+    return statements
+
+
 @pytest.fixture
 def customers(database: Database, orders_manifest: Manifest) -> MirrorStatements:
     """A fresh, empty customer mirror on the test's database."""
@@ -345,7 +359,7 @@ def test_a_batch_of_replays_counts_stale_after_collapsing_duplicates(
 
 
 @st.composite
-def histories(draw: st.DrawFn) -> tuple[list[ChangeEvent], list[list[ChangeEvent]], list[bool]]:
+def histories(draw: st.DrawFn) -> tuple[list[ChangeEvent], list[list[ChangeEvent]], list[str]]:
     """Owner histories over a few keys, and batches drawn from them with duplicates."""
     history: list[ChangeEvent] = []
     for number in range(1, draw(st.integers(1, 4)) + 1):
@@ -357,21 +371,21 @@ def histories(draw: st.DrawFn) -> tuple[list[ChangeEvent], list[list[ChangeEvent
             else:
                 history.append(upserted(customer(number, f" v{version}"), version))
     batches = draw(st.lists(st.lists(st.sampled_from(history), max_size=12), max_size=5))
-    bulk = draw(st.lists(st.booleans(), min_size=len(batches), max_size=len(batches)))
-    return history, batches, bulk
+    paths = draw(st.lists(st.sampled_from(PATHS), min_size=len(batches), max_size=len(batches)))
+    return history, batches, paths
 
 
 def test_counts_match_a_model_of_the_version_guard_for_any_batches(
     database: Database, customers: MirrorStatements
 ) -> None:
     @given(drawn=histories())
-    def check(drawn: tuple[list[ChangeEvent], list[list[ChangeEvent]], list[bool]]) -> None:
-        _, batches, bulk = drawn
+    def check(drawn: tuple[list[ChangeEvent], list[list[ChangeEvent]], list[str]]) -> None:
+        _, batches, paths = drawn
         cursor = database.connection.cursor()
         cursor.execute(f"DELETE FROM {customers.table}")
         cursor.close()
         mirror: dict[tuple[Any, ...], ChangeEvent] = {}
-        for batch, use_bulk in zip(batches, bulk, strict=True):
+        for batch, path in zip(batches, paths, strict=True):
             newest: dict[tuple[Any, ...], ChangeEvent] = {}
             for event in batch:
                 if event.key not in newest or newest[event.key].version < event.version:
@@ -390,9 +404,7 @@ def test_counts_match_a_model_of_the_version_guard_for_any_batches(
                 collapsed=len(batch) - len(newest),
             )
 
-            result = apply_changes(
-                database.connection, bulk_or_not(customers, use_bulk), batch, bulk=use_bulk
-            )
+            result = apply_changes(database.connection, on_path(customers, path), batch)
 
             assert result == expected
             assert_counted_once(result)
@@ -511,55 +523,55 @@ def awkward_products() -> list[Product]:
     ]
 
 
-@pytest.mark.parametrize("bulk", [True, False], ids=["bulk", "statement"])
+@pytest.mark.parametrize("path", PATHS)
 def test_awkward_customer_values_are_stored_exactly(
-    database: Database, customers: MirrorStatements, bulk: bool
+    database: Database, customers: MirrorStatements, path: str
 ) -> None:
     events = [
         upserted(state, n + 1, time=dt.datetime(2024, 1, 1, tzinfo=OFFSETS[n % len(OFFSETS)]))
         for n, state in enumerate(awkward_customers())
     ]
 
-    result = apply_changes(database.connection, bulk_or_not(customers, bulk), events, bulk=bulk)
+    result = apply_changes(database.connection, on_path(customers, path), events)
     database.connection.commit()
 
     assert result == ApplyResult(received=len(events), applied=len(events))
     if database.dialect == "postgresql":
-        assert stage_table_exists(database) is bulk
+        assert stage_table_exists(database) is (path == "bulk")
     assert read_mirror(database, customers) == rows_of(customers, *events)
     provenance = read_provenance(database, customers)
     for event in events:
         assert provenance[key_of(customers, event.key)][:2] == (str(event.id), event.time)
 
 
-@pytest.mark.parametrize("bulk", [True, False], ids=["bulk", "statement"])
+@pytest.mark.parametrize("path", PATHS)
 def test_awkward_values_survive_an_update_and_a_delete(
-    database: Database, customers: MirrorStatements, bulk: bool
+    database: Database, customers: MirrorStatements, path: str
 ) -> None:
-    statements = bulk_or_not(customers, bulk)
+    statements = on_path(customers, path)
     states = awkward_customers()
     apply_changes(database.connection, statements, [upserted(customer(n + 1), 1) for n in range(4)])
     updates = [upserted(state, 2) for state in states]
     deletes = [deleted(Customer, state.id, 3) for state in states[:2]]
 
-    apply_changes(database.connection, statements, [*updates, *deletes], bulk=bulk)
+    apply_changes(database.connection, statements, [*updates, *deletes])
     database.connection.commit()
 
     assert read_mirror(database, customers) == rows_of(customers, *deletes, *updates[2:])
 
 
-@pytest.mark.parametrize("bulk", [True, False], ids=["bulk", "statement"])
+@pytest.mark.parametrize("path", PATHS)
 def test_product_edge_values_are_stored_exactly(
-    database: Database, products: MirrorStatements, bulk: bool
+    database: Database, products: MirrorStatements, path: str
 ) -> None:
     events = [upserted(state, 1) for state in awkward_products()]
 
-    result = apply_changes(database.connection, bulk_or_not(products, bulk), events, bulk=bulk)
+    result = apply_changes(database.connection, on_path(products, path), events)
     database.connection.commit()
 
     assert result == ApplyResult(received=len(events), applied=len(events))
     if database.dialect == "postgresql":
-        assert stage_table_exists(database, "product_mirror") is bulk
+        assert stage_table_exists(database, "product_mirror") is (path == "bulk")
     mirror = read_mirror(database, products)
     assert mirror == rows_of(products, *events)
     assert mirror[("MAX",)]["stock"] == 2**62
@@ -771,19 +783,17 @@ KEYWORDS = MirrorDeclaration(
 )
 
 
-@pytest.mark.parametrize("bulk", [False, True], ids=["values", "bulk"])
+@pytest.mark.parametrize("path", PATHS)
 def test_reserved_words_as_table_and_column_names_are_quoted_everywhere(
-    database: Database, bulk: bool
+    database: Database, path: str
 ) -> None:
-    statements = create_mirror(database, KEYWORDS)
-    if bulk:
-        statements = dataclasses.replace(statements, bulk_threshold=1)
+    statements = on_path(create_mirror(database, KEYWORDS), path)
     first = upserted(Keyword(order="a", group=1, select="x", table=True), 1)
     newer = upserted(Keyword(order="a", group=1, select="y", table=False), 2)
     gone = deleted(Keyword.__contract__, ("b", 2), 5)
 
-    result = apply_changes(database.connection, statements, [first, newer, gone], bulk=bulk)
-    stale = apply_changes(database.connection, statements, [first], bulk=bulk)
+    result = apply_changes(database.connection, statements, [first, newer, gone])
+    stale = apply_changes(database.connection, statements, [first])
     database.connection.commit()
 
     assert result == ApplyResult(received=3, applied=1, deleted=1, collapsed=1)
@@ -912,20 +922,75 @@ PAGES = MirrorDeclaration(
 )
 
 
-@pytest.mark.parametrize("bulk", [False, True], ids=["values", "bulk"])
-def test_url_fields_and_text_over_64_kib_are_stored_whole(database: Database, bulk: bool) -> None:
-    statements = bulk_or_not(create_mirror(database, PAGES), bulk)
+@pytest.mark.parametrize("path", PATHS)
+def test_url_fields_and_text_over_64_kib_are_stored_whole(database: Database, path: str) -> None:
+    statements = on_path(create_mirror(database, PAGES), path)
     page = Page.model_validate(
         {"slug": "home", "url": "https://example.com/a?b=c", "body": "é" * 70_000}
     )
 
-    result = apply_changes(database.connection, statements, [upserted(page, 1)], bulk=bulk)
+    result = apply_changes(database.connection, statements, [upserted(page, 1)])
     database.connection.commit()
 
     assert result.applied == 1
     [(url, body)] = fetch_all(database, "SELECT url, body FROM page_mirror")
     assert url == "https://example.com/a?b=c"
     assert body == "é" * 70_000
+
+
+class Sample(Contract, entity="testkit.sample", version=1, key="id", register=False):
+    """One field of every kind the apply converts, each nullable."""
+
+    id: int
+    ratio: float | None = None
+    day: dt.date | None = None
+    flag: bool | None = None
+    count: int | None = None
+    payload: dict[str, Any] | None = None
+    readings: list[float] | None = None
+    note: str | None = None
+
+
+SAMPLES = MirrorDeclaration(
+    service="orders",
+    contract=Sample.__contract__,
+    table="sample_mirror",
+    fields=("id", "ratio", "day", "flag", "count", "payload", "readings", "note"),
+)
+
+
+def edge_samples() -> list[Sample]:
+    """Values at the edges of every kind: extreme and subnormal floats, the first and last
+    dates databases agree on, 64-bit limits, JSON scalars, nesting and escapes."""
+    return [
+        Sample(id=-(2**63), ratio=0.1, day=dt.date(1000, 1, 1), flag=True, count=2**63 - 1),
+        Sample(id=2**63 - 1, ratio=-1.7976931348623157e308, day=dt.date(9999, 12, 31)),
+        Sample(id=0, ratio=5e-324, flag=False, count=-(2**63), readings=[]),
+        Sample(id=1, ratio=123456789.12345679, day=dt.date(2024, 2, 29), readings=[1e-7, 2.5]),
+        Sample(
+            id=2,
+            payload={"text": 'q"\\\t\n é 🧪', "n": [1, 2.5, None, True], "big": 2**62, "e": {}},
+            note='{"looks": "like json"}',
+        ),
+        Sample(id=3, payload={}, note=""),
+        Sample(id=4),
+    ]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_value_of_every_kind_is_stored_exactly_on_every_path(
+    database: Database, path: str
+) -> None:
+    statements = on_path(create_mirror(database, SAMPLES), path)
+    events = [upserted(state, 3) for state in edge_samples()]
+
+    result = apply_changes(database.connection, statements, events)
+    stale = apply_changes(database.connection, statements, [upserted(Sample(id=0), 2)])
+    database.connection.commit()
+
+    assert result == ApplyResult(received=len(events), applied=len(events))
+    assert stale == ApplyResult(received=1, stale=1)
+    assert read_mirror(database, statements) == rows_of(statements, *events)
 
 
 MYSQL = dialect_named("mysql")
