@@ -29,7 +29,7 @@ from typing import Any, Final, Literal
 from pydantic import ValidationError
 
 from replication.contracts import Contract, ContractInfo, ContractRegistry, registry
-from replication.email_domains import cache_domain_checks
+from replication.email_domains import cache_domain_checks, shortcut_plain_addresses
 from replication.errors import InvalidEventError, UnknownContractError
 from replication.keys import decode_subject, encode_subject
 from replication.wire import RFC3339_RE, StrictJSONError, loads_strict, parse_rfc3339
@@ -212,12 +212,12 @@ def decode_event(
     if not isinstance(document, dict):
         raise InvalidEventError(f"a change event must be a JSON object, got {_json_type(document)}")
     if not _domains_cached:
-        _domains_cached = cache_domain_checks()
+        _domains_cached = cache_domain_checks() and shortcut_plain_addresses()
     return _decode_document(document, contracts, fields)
 
 
 _domains_cached = False
-"""Whether e-mail domain checks are cached (once pydantic has imported email_validator)."""
+"""Whether e-mail validation is sped up (once pydantic has imported email_validator)."""
 
 
 def _decode_document(

@@ -33,6 +33,7 @@ from pydantic import (
 from contracts import Customer, Product
 from replication.contracts import Contract, ContractRegistry, FieldSpec, Pii, registry
 from replication.errors import ConfigurationError, ContractDefinitionError, UnknownContractError
+from replication.fields import unportable_reason
 
 
 def declare(
@@ -507,3 +508,86 @@ def test_an_empty_registry_says_so() -> None:
         ContractRegistry().get("crm.customer", 1)
 
     assert str(caught.value) == "unknown contract crm.customer v1 (registered: none)"
+
+
+# -- values every database stores ----------------------------------------------------------
+
+
+class Shade(enum.StrEnum):
+    DARK = "da\x00rk"
+
+
+class Count(enum.IntEnum):
+    HUGE = 2**63
+
+
+class Point(BaseModel):
+    label: str
+    at: dt.datetime
+
+
+class MyList(list[Any]):
+    """A subclass: checked as its base is."""
+
+
+EAST = dt.timezone(dt.timedelta(hours=14))
+WEST = dt.timezone(dt.timedelta(hours=-12))
+UNPORTABLE = [
+    pytest.param("a\x00b", "contains a NUL character", id="nul"),
+    pytest.param("é\ud800", "contains a lone surrogate", id="surrogate"),
+    pytest.param(Shade.DARK, "contains a NUL character", id="str-enum-member"),
+    pytest.param(2**63, "outside the 64-bit integer range", id="int-above"),
+    pytest.param(-(2**63) - 1, "outside the 64-bit integer range", id="int-below"),
+    pytest.param(Count.HUGE, "outside the 64-bit integer range", id="int-enum-member"),
+    pytest.param(float("nan"), "not a finite number", id="float-nan"),
+    pytest.param(float("-inf"), "not a finite number", id="float-inf"),
+    pytest.param(Decimal("NaN"), "not a finite number", id="decimal-nan"),
+    pytest.param(Decimal("Infinity"), "not a finite number", id="decimal-inf"),
+    pytest.param(dt.datetime(2024, 1, 1), "naive datetime", id="naive"),
+    pytest.param(dt.datetime(1, 1, 1, 5, tzinfo=EAST), "out of range once", id="year-1-east"),
+    pytest.param(
+        dt.datetime(9999, 12, 31, 20, tzinfo=WEST), "out of range once", id="year-9999-west"
+    ),
+    pytest.param([1, ["x", "\x00"]], "contains a NUL character", id="nested-list"),
+    pytest.param(MyList([2**64]), "outside the 64-bit", id="list-subclass"),
+    pytest.param(("ok", float("inf")), "not a finite number", id="tuple"),
+    pytest.param(frozenset({"\x00"}), "contains a NUL character", id="frozenset"),
+    pytest.param({"k\x00": 1}, "contains a NUL character", id="dict-key"),
+    pytest.param({"k": {"deep": Decimal("sNaN")}}, "not a finite number", id="dict-value"),
+    pytest.param(
+        Point(label="ok", at=dt.datetime(2024, 1, 1)), "naive datetime", id="nested-model"
+    ),
+]
+PORTABLE = [
+    pytest.param(None, id="none"),
+    pytest.param(True, id="bool"),
+    pytest.param("plain é 🧪", id="text"),
+    pytest.param(2**63 - 1, id="int-max"),
+    pytest.param(-(2**63), id="int-min"),
+    pytest.param(1e308, id="float"),
+    pytest.param(Decimal("-0.00"), id="decimal"),
+    pytest.param(uuid.UUID(int=7), id="uuid"),
+    pytest.param(dt.date(1, 1, 1), id="date"),
+    pytest.param(dt.datetime(1, 1, 1, 5, tzinfo=WEST), id="year-1-west"),
+    pytest.param(dt.datetime(9999, 12, 31, 5, tzinfo=EAST), id="year-9999-east"),
+    pytest.param(dt.datetime(2024, 2, 29, tzinfo=dt.UTC), id="datetime"),
+    pytest.param({"a": [1, 2.5, None, {"b": "c"}]}, id="json"),
+    pytest.param(Point(label="ok", at=dt.datetime(2024, 1, 1, tzinfo=dt.UTC)), id="model"),
+    pytest.param(b"bytes", id="other"),
+]
+
+
+@pytest.mark.parametrize(("value", "reason"), UNPORTABLE)
+def test_a_value_some_database_cannot_store_is_named(value: Any, reason: str) -> None:
+    problem = unportable_reason(value)
+    again = unportable_reason(value)  # the second time from the per-type table
+
+    assert problem is not None
+    assert reason in problem
+    assert again == problem
+
+
+@pytest.mark.parametrize("value", PORTABLE)
+def test_a_value_every_database_stores_passes(value: Any) -> None:
+    assert unportable_reason(value) is None
+    assert unportable_reason(value) is None

@@ -8,8 +8,10 @@ that can never be valid never reaches a mirror (ARCHITECTURE section 4, rule 6).
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import json
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -970,3 +972,28 @@ def test_a_reader_keeps_the_constraints_and_validators_of_the_mirrored_fields() 
         decode_event(_parcel_event(id="seven"), _parcels(), fields=("label",))  # key always
     reader = Parcel.__contract__.reader(["label"])
     assert reader is Parcel.__contract__.reader(["id", "label"])  # built once
+
+
+class Priority(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+class Ticket(Contract, entity="testkit.ticket", version=1, key="id", register=False):
+    id: int
+    details: dict[str, Any]
+
+
+def test_an_integer_enum_in_a_json_field_is_range_checked_at_once() -> None:
+    # An IntEnum member is an int subclass: checking it with ``in range(...)`` walked the
+    # 64-bit range one number at a time, and validating the owner's state never returned.
+    contracts = ContractRegistry()
+    contracts.register(Ticket)
+    started = time.perf_counter()
+
+    state = Ticket(id=1, details={"priority": Priority.HIGH, "levels": [Priority.LOW]})
+    event = decode_event(encode_event(upserted(state, 1)), contracts)
+
+    assert time.perf_counter() - started < 1.0
+    assert event.data is not None
+    assert event.data.model_dump() == {"id": 1, "details": {"priority": 2, "levels": [1]}}
