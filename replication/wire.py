@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = ["RFC3339_RE", "StrictJSONError", "loads_strict", "parse_rfc3339"]
 
 import datetime as dt
+import functools
 import json
 import math
 import re
@@ -62,15 +63,26 @@ def _shortened(text: str) -> str:
     return text if len(text) <= _SHOWN_LENGTH else f"{text[:_SHOWN_LENGTH]}..."
 
 
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_unique_keys, parse_constant=_reject_constant, parse_float=_finite_float
+)
+"""One decoder, built once (``json.loads`` with hooks builds one per call), shared as
+``json.loads`` shares its default one."""
+
+
 def loads_strict(raw: bytes | str) -> Any:
     """Parse JSON, refusing NaN/Infinity, numbers that overflow and repeated keys."""
     try:
-        return json.loads(
-            raw,
-            object_pairs_hook=_unique_keys,
-            parse_constant=_reject_constant,
-            parse_float=_finite_float,
-        )
+        if isinstance(raw, bytes | bytearray):
+            # What json.loads does with bytes: UTF-8, -16 or -32 by the first bytes.
+            raw = raw.decode(json.detect_encoding(raw), "surrogatepass")
+        elif not isinstance(raw, str):
+            raise TypeError(
+                f"the JSON object must be str, bytes or bytearray, not {type(raw).__name__}"
+            )
+        elif raw.startswith("\ufeff"):
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", raw, 0)
+        return _DECODER.decode(raw)
     except StrictJSONError:
         raise
     except (ValueError, UnicodeDecodeError) as exc:
@@ -81,23 +93,23 @@ def loads_strict(raw: bytes | str) -> Any:
 
 def parse_rfc3339(match: re.Match[str]) -> dt.datetime:
     """The datetime of an RFC 3339 match; ValueError when a part is out of range."""
-    if match["offset"] in ("Z", "z"):
+    year, month, day, hour, minute, second, fraction, offset, sign, off_hour, off_minute = (
+        match.groups()
+    )
+    if offset in ("Z", "z"):
         zone = dt.UTC
     else:
-        hours, minutes = int(match["offset_hour"]), int(match["offset_minute"])
+        hours, minutes = int(off_hour), int(off_minute)
         if hours > 23 or minutes > 59:
             raise ValueError("offset out of range")
-        sign = -1 if match["sign"] == "-" else 1
-        zone = dt.timezone(sign * dt.timedelta(hours=hours, minutes=minutes))
+        zone = _zone(-1 if sign == "-" else 1, hours, minutes)
     # Digits past the microsecond are dropped, as datetime cannot hold them.
-    micro = (match["fraction"] or "")[:6].ljust(6, "0")
+    micro = int(fraction[:6].ljust(6, "0")) if fraction else 0
     return dt.datetime(
-        int(match["year"]),
-        int(match["month"]),
-        int(match["day"]),
-        int(match["hour"]),
-        int(match["minute"]),
-        int(match["second"]),
-        int(micro),
-        tzinfo=zone,
+        int(year), int(month), int(day), int(hour), int(minute), int(second), micro, tzinfo=zone
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _zone(sign: int, hours: int, minutes: int) -> dt.timezone:
+    return dt.timezone(sign * dt.timedelta(hours=hours, minutes=minutes))

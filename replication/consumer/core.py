@@ -334,15 +334,16 @@ class Consumer:
         kept = {id(e) for e in reduce_batch(events)} if result.collapsed else None
         for item in items:
             event = item.event
+            event_id = str(event.id)
             lag = (now - event.time).total_seconds() * 1000
             status: Status
             if kept is not None and id(event) not in kept:
                 status = "collapsed"
-            elif str(event.id) in result.written:
+            elif event_id in result.written:
                 status = "deleted" if event.data is None else "applied"
             else:
                 status = "stale"
-            batch.add(_outcome(item.delivery, status, "", route, event, lag_ms=lag))
+            batch.add(_outcome(item.delivery, status, "", route, event, event_id, lag_ms=lag))
         return None
 
     # -- poison and transient failures ---------------------------------------------------
@@ -431,7 +432,7 @@ def _outcome(
         reason,
         entity=route.entity if route is not None else None,
         subject=event.subject if event is not None else None,
-        event_id=str(event.id) if event is not None else event_id,
+        event_id=str(event.id) if event_id is None and event is not None else event_id,
         lag_ms=lag_ms,
     )
 

@@ -212,6 +212,14 @@ CASES: dict[str, Case] = {
         text(changed(customer(), id="order-500")), "id must be a UUID in canonical form"
     ),
     "id-empty": poison(text(changed(customer(), id="")), "attribute id must be a non-empty string"),
+    # The id is the sender's text: a lone surrogate cannot be encoded in a DLQ attribute,
+    # and a huge one must not become the reason's prefix or an event id in the logs.
+    "id-lone-surrogate": poison(
+        with_raw(customer(), "id", '"\\ud800"'), "id must be a UUID in canonical form"
+    ),
+    "id-huge": poison(
+        text(changed(customer(), id="f" * 100_000)), "id must be a UUID in canonical form"
+    ),
     "subject-a-number": poison(
         text(changed(customer(), subject=500)), "attribute subject must be a non-empty string"
     ),
