@@ -18,7 +18,8 @@ where it differs. Who reads what:
   ``parameter_converters``, ``sqlalchemy_name``, :meth:`sqlalchemy_options`,
   :meth:`guarded_upsert`, ``returns_written``, ``bulk_threshold``,
   :meth:`stage_statements`, :meth:`can_bulk_load`, :meth:`bulk_load`,
-  :meth:`document_upsert`, :meth:`in_autocommit`, :meth:`upsert_returns_touched`;
+  :meth:`document_upsert`, :meth:`document_converters`, :meth:`document`,
+  :meth:`in_autocommit`, :meth:`upsert_returns_touched`;
 - the failures table (:mod:`replication.consumer.failures`): :meth:`upsert`;
 - error verdicts (:mod:`replication.consumer.classify`): :meth:`classify`;
 - reconcile's hashing (:mod:`replication.sync.sql`): ``portable_hashes``,
@@ -40,11 +41,12 @@ from __future__ import annotations
 __all__ = ["CanonicalValue", "Dialect", "Endpoint", "StageStatements", "installed"]
 
 import importlib.util
+import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar, NamedTuple, Protocol
 
-from replication.dialects.converters import Converter, same
+from replication.dialects.converters import Converter, document_converters, same
 from replication.dialects.verdicts import TRANSIENT, Verdict, first_line
 
 CanonicalValue = Callable[[str, int, Any], "str | None"]
@@ -238,10 +240,24 @@ class Dialect:
         return None
 
     def document_upsert(self, table: str, columns: Sequence[str], guarded: str) -> str:
-        """The guarded upsert of rows given as one JSON document (one parameter: an array of
-        objects keyed by column name), ``columns`` quoted; empty where the database cannot
-        read rows from a document (the apply then binds every value)."""
+        """The guarded upsert of rows given as one JSON document (one parameter, built by
+        :meth:`document`), ``columns`` quoted; empty where the database cannot read rows
+        from a document (the apply then binds every value)."""
         return ""
+
+    def document_converters(self, kinds: Sequence[str]) -> tuple[Converter, ...]:
+        """One converter per column, into the values :meth:`document` is given: JSON's own
+        types where the column reads them, text elsewhere."""
+        return document_converters(tuple(kinds))
+
+    def document(self, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+        """The JSON text of ``rows``: an array of objects keyed by column name."""
+        return json.dumps(
+            [dict(zip(columns, row, strict=True)) for row in rows],
+            ensure_ascii=False,
+            separators=(",", ":"),
+            allow_nan=False,
+        )
 
     def can_bulk_load(self, cursor: Any) -> bool:
         """Whether ``cursor``'s driver can take the bulk path."""

@@ -28,7 +28,6 @@ from __future__ import annotations
 __all__ = ["apply_changes", "dialect_of", "refresh_changes"]
 
 import datetime as dt
-import json
 import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -38,7 +37,7 @@ from replication.errors import ConfigurationError
 from replication.events import ChangeEvent
 from replication.mirror.decide import ApplyResult, reduce_batch
 from replication.mirror.statements import MirrorStatements
-from replication.mirror.values import DOCUMENT, converters
+from replication.mirror.values import converters
 
 _META = 5  # version, deleted, event id, event time, applied at
 
@@ -117,7 +116,7 @@ def apply_changes(
         ):
             written = _write_stage_merge(cursor, dialect, statements, reduced, applied_at)
         elif statements.document_upsert:
-            written = _write_document(cursor, statements, reduced, applied_at)
+            written = _write_document(cursor, dialect, statements, reduced, applied_at)
         else:
             written = _write_returning(cursor, statements, reduced, applied_at)
     finally:
@@ -250,22 +249,33 @@ def _write_returning(
 
 
 def _write_document(
-    cursor: Any, statements: MirrorStatements, events: list[ChangeEvent], applied_at: dt.datetime
+    cursor: Any,
+    dialect: Dialect,
+    statements: MirrorStatements,
+    events: list[ChangeEvent],
+    applied_at: dt.datetime,
 ) -> list[tuple[bool, str]]:
     """Guarded upsert of the rows as one JSON document; RETURNING lists the rows it wrote."""
-    columns = statements.columns
-    convert = converters(statements.kinds, DOCUMENT)
-    data_columns = _data_columns(statements)
-    document = [
-        {
-            c: f(v)
-            for c, f, v in zip(columns, convert, _values(data_columns, e, applied_at), strict=True)
-        }
-        for e in events
-    ]
-    text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    cursor.execute(statements.document_upsert, [text])
+    cursor.execute(statements.document_upsert, [_document(dialect, statements, events, applied_at)])
     return [(bool(flag), str(event_id)) for flag, event_id in cursor.fetchall()]
+
+
+def _document(
+    dialect: Dialect,
+    statements: MirrorStatements,
+    events: list[ChangeEvent],
+    applied_at: dt.datetime,
+) -> str:
+    """The JSON document of the events' rows, as the dialect's document upsert reads it."""
+    convert = dialect.document_converters(statements.kinds)
+    data_columns = _data_columns(statements)
+    return dialect.document(
+        statements.columns,
+        (
+            [f(v) for f, v in zip(convert, _values(data_columns, e, applied_at), strict=True)]
+            for e in events
+        ),
+    )
 
 
 def _write_stage_merge(
