@@ -27,14 +27,12 @@ ratio to ``commit``. The last line is one JSON object.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import statistics
 import sys
 import time
 import uuid
 from collections.abc import Callable
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +41,11 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from contracts import Address, Customer, Tier
 from replication.events import upserted
 from replication.outbox.record import _insert_sql, outbox_row
 from replication.outbox.table import outbox_table
 from tests.databases import POSTGRES_URL
+from tests.samples import customer
 
 OUTBOX = "bench_parts_outbox"
 PK_ONLY = "bench_parts_outbox_pk_only"
@@ -86,17 +84,7 @@ def main() -> None:
     transactions = 400 if args.quick else 1500
     keys = [str(uuid.uuid4()) for _ in range(50)]
     setup(keys)
-    state = Customer(
-        id=uuid.uuid4(),
-        name="Customer 1",
-        email="c1@example.com",
-        tier=Tier.GOLD,
-        credit_limit=Decimal("1500.00"),
-        created_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-        tags=["b2b"],
-        address=Address(street="1 Main St", city="Lyon", postal_code="69001", country="FR"),
-    )
-    row = outbox_row(upserted(state, 2))
+    row = outbox_row(upserted(customer(1), 2))
     dialect = sa.create_engine("postgresql+psycopg://").dialect
     outbox_sql = _insert_sql(outbox_table(name=OUTBOX), dialect)
     pk_only_sql = outbox_sql.replace(OUTBOX, PK_ONLY, 1)

@@ -255,27 +255,19 @@ def _write_document(
     events: list[ChangeEvent],
     applied_at: dt.datetime,
 ) -> list[tuple[bool, str]]:
-    """Guarded upsert of the rows as one JSON document; RETURNING lists the rows it wrote."""
-    cursor.execute(statements.document_upsert, [_document(dialect, statements, events, applied_at)])
-    return [(bool(flag), str(event_id)) for flag, event_id in cursor.fetchall()]
-
-
-def _document(
-    dialect: Dialect,
-    statements: MirrorStatements,
-    events: list[ChangeEvent],
-    applied_at: dt.datetime,
-) -> str:
-    """The JSON document of the events' rows, as the dialect's document upsert reads it."""
+    """Guarded upsert of the rows as one JSON document (the dialect's); RETURNING lists the
+    rows it wrote."""
     convert = dialect.document_converters(statements.kinds)
     data_columns = _data_columns(statements)
-    return dialect.document(
+    document = dialect.document(
         statements.columns,
         (
             [f(v) for f, v in zip(convert, _values(data_columns, e, applied_at), strict=True)]
             for e in events
         ),
     )
+    cursor.execute(statements.document_upsert, [document])
+    return [(bool(flag), str(event_id)) for flag, event_id in cursor.fetchall()]
 
 
 def _write_stage_merge(
