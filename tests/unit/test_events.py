@@ -37,6 +37,7 @@ from replication.keys import decode_subject, encode_subject
 from replication.manifest import Manifest, MirrorDeclaration
 from replication.mirror import apply_changes
 from replication.mirror.statements import MirrorStatements
+from replication.wire import StrictJSONError, loads_strict
 from tests.conftest import create_mirror, fetch_all
 from tests.databases import Database, connect
 
@@ -997,3 +998,33 @@ def test_an_integer_enum_in_a_json_field_is_range_checked_at_once() -> None:
     assert time.perf_counter() - started < 1.0
     assert event.data is not None
     assert event.data.model_dump() == {"id": 1, "details": {"priority": 2, "levels": [1]}}
+
+
+WIRE_TEXT = '{"a": [1, 2.5, "é 🧪", null, true], "b": {"c": "\\u00e9"}}'
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        WIRE_TEXT,
+        WIRE_TEXT.encode(),
+        bytearray(WIRE_TEXT.encode()),
+        WIRE_TEXT.encode("utf-8-sig"),
+        WIRE_TEXT.encode("utf-16"),
+        WIRE_TEXT.encode("utf-16-le"),
+        WIRE_TEXT.encode("utf-32"),
+    ],
+    ids=["str", "utf-8", "bytearray", "utf-8-bom", "utf-16", "utf-16-le", "utf-32"],
+)
+def test_the_strict_reader_reads_what_json_loads_reads(raw: str | bytes) -> None:
+    assert loads_strict(raw) == json.loads(raw)
+    assert loads_strict(raw) == loads_strict(raw)  # the shared decoder keeps nothing
+
+
+def test_the_strict_reader_refuses_what_json_loads_refuses_with_a_reason() -> None:
+    with pytest.raises(StrictJSONError, match="Unexpected UTF-8 BOM"):
+        loads_strict("\ufeff" + WIRE_TEXT)
+    with pytest.raises(StrictJSONError, match="not valid JSON: Expecting"):
+        loads_strict(b'{"a": }')
+    with pytest.raises(TypeError, match="must be str, bytes or bytearray, not int"):
+        loads_strict(5)  # type: ignore[arg-type]
