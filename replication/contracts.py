@@ -41,9 +41,9 @@ from replication.fields import (
     FieldSpec,
     Pii,
     field_spec,
-    unportable_reason,
 )
 from replication.masking import Mask, masked_items, model_mask
+from replication.portable import unportable_reason
 
 ENTITY_RE = re.compile(r"[a-z][a-z0-9_]{0,30}\.[a-z][a-z0-9_]{0,30}")
 FIELD_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,58}")

@@ -33,7 +33,7 @@ from pydantic import (
 from contracts import Customer, Product
 from replication.contracts import Contract, ContractRegistry, FieldSpec, Pii, registry
 from replication.errors import ConfigurationError, ContractDefinitionError, UnknownContractError
-from replication.fields import unportable_reason
+from replication.portable import unportable_reason
 
 
 def declare(
