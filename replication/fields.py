@@ -1,4 +1,4 @@
-"""Contract fields: what kind of value each holds, and what every database can store.
+"""Contract fields: what kind of value each holds and what a mirror needs to know of it.
 
 Pure functions over pydantic's field information: the mirror tables, the
 apply's value conversion and the contract checks all speak in these kinds.
