@@ -32,7 +32,13 @@ from replication.contracts import Contract, ContractInfo, ContractRegistry, regi
 from replication.email_domains import cache_domain_checks, shortcut_plain_addresses
 from replication.errors import InvalidEventError, UnknownContractError
 from replication.keys import decode_subject, encode_subject
-from replication.wire import RFC3339_RE, StrictJSONError, loads_strict, parse_rfc3339
+from replication.wire import (
+    RFC3339_RE,
+    StrictJSONError,
+    loads_strict,
+    parse_rfc3339,
+    writable_offsets,
+)
 
 UPSERTED: Final = "upserted"
 DELETED: Final = "deleted"
@@ -175,7 +181,9 @@ def to_document(event: ChangeEvent) -> dict[str, Any]:
         "dataschema": event.contract.contract_id,
         "datacontenttype": CONTENT_TYPE,
         "entityversion": event.version,
-        "data": None if event.data is None else event.data.model_dump(mode="json"),
+        "data": None
+        if event.data is None
+        else writable_offsets(event.data).model_dump(mode="json"),
     }
 
 

@@ -8,7 +8,7 @@ message, so the change event decoder refuses them with a precise reason.
 
 from __future__ import annotations
 
-__all__ = ["RFC3339_RE", "StrictJSONError", "loads_strict", "parse_rfc3339"]
+__all__ = ["RFC3339_RE", "StrictJSONError", "loads_strict", "parse_rfc3339", "writable_offsets"]
 
 import datetime as dt
 import functools
@@ -16,6 +16,8 @@ import json
 import math
 import re
 from typing import Any, NoReturn
+
+from pydantic import BaseModel
 
 
 class StrictJSONError(ValueError):
@@ -113,3 +115,40 @@ def parse_rfc3339(match: re.Match[str]) -> dt.datetime:
 @functools.lru_cache(maxsize=64)
 def _zone(sign: int, hours: int, minutes: int) -> dt.timezone:
     return dt.timezone(sign * dt.timedelta(hours=hours, minutes=minutes))
+
+
+_MINUTE = dt.timedelta(minutes=1)
+
+
+def writable_offsets(value: Any) -> Any:
+    """``value`` with every datetime whose UTC offset has seconds moved to UTC, the same
+    instant; anything else as it is (the same object when nothing changes).
+
+    RFC 3339 writes an offset in hours and minutes, and pydantic's JSON drops the seconds
+    of one: a historical zone's offset (``ZoneInfo("Europe/Paris")`` before 1911 is
+    +00:09:21) would reach mirrors as another instant. Nested models are copied with
+    the changed fields; lists, tuples, sets and dicts rebuilt.
+    """
+    if isinstance(value, dt.datetime):
+        offset = value.utcoffset()
+        if offset is not None and offset % _MINUTE:
+            return value.astimezone(dt.UTC)
+        return value
+    if isinstance(value, BaseModel):
+        changed = {}
+        for name, item in value.__dict__.items():
+            moved = writable_offsets(item)
+            if moved is not item:
+                changed[name] = moved
+        return value.model_copy(update=changed) if changed else value
+    if type(value) in (list, tuple, set, frozenset):
+        items = [writable_offsets(item) for item in value]
+        if all(moved is item for moved, item in zip(items, value, strict=True)):
+            return value
+        return type(value)(items)
+    if type(value) is dict:
+        pairs = [(writable_offsets(k), writable_offsets(v)) for k, v in value.items()]
+        if all(k is k0 and v is v0 for (k, v), (k0, v0) in zip(pairs, value.items(), strict=True)):
+            return value
+        return dict(pairs)
+    return value

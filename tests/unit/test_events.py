@@ -13,6 +13,7 @@ import json
 import re
 import time
 import uuid
+import zoneinfo
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -1028,3 +1029,34 @@ def test_the_strict_reader_refuses_what_json_loads_refuses_with_a_reason() -> No
         loads_strict(b'{"a": }')
     with pytest.raises(TypeError, match="must be str, bytes or bytearray, not int"):
         loads_strict(5)  # type: ignore[arg-type]
+
+
+class Visit(Contract, entity="testkit.visit", version=1, key="id", register=False):
+    id: int
+    at: dt.datetime
+    log: dict[str, Any]
+
+
+def test_a_utc_offset_with_seconds_reaches_the_wire_as_the_same_instant() -> None:
+    # RFC 3339 writes offsets in minutes, and pydantic's JSON drops the seconds of one:
+    # Paris before 1911 was 9 min 21 s ahead of UTC, so a mirror got another instant.
+    paris = zoneinfo.ZoneInfo("Europe/Paris")
+    lmt = dt.datetime(1900, 5, 1, 12, 0, tzinfo=paris)
+    assert lmt.utcoffset() == dt.timedelta(minutes=9, seconds=21)
+    odd = dt.timezone(dt.timedelta(hours=5, minutes=30, seconds=15))
+    contracts = ContractRegistry()
+    contracts.register(Visit)
+    state = Visit(id=1, at=lmt, log={"seen": [dt.datetime(2024, 1, 1, tzinfo=odd)], "n": 1})
+
+    raw = encode_event(upserted(state, 1))
+    event = decode_event(raw, contracts)
+
+    assert isinstance(event.data, Visit)
+    assert event.data.at == lmt  # the same instant (aware datetimes compare instants)
+    assert b'"at":"1900-05-01T11:50:39Z"' in raw
+    assert b'"seen":["2023-12-31T18:29:45Z"]' in raw
+    assert state.at.utcoffset() == dt.timedelta(minutes=9, seconds=21)  # the owner's as it was
+    plain = Visit(
+        id=2, at=dt.datetime(2024, 1, 1, tzinfo=odd.__class__(dt.timedelta(hours=2))), log={}
+    )
+    assert b'"at":"2024-01-01T00:00:00+02:00"' in encode_event(upserted(plain, 1))  # kept
