@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import re
 import threading
 import time
@@ -1051,3 +1052,25 @@ def test_only_mariadb_from_10_5_returns_the_rows_its_upsert_touched() -> None:
     assert not MYSQL.upsert_returns_touched(Server("5.5.5-10.4.34-MariaDB"))
     assert not MYSQL.upsert_returns_touched(Server("8.0.36"))  # MySQL: no RETURNING
     assert not MYSQL.upsert_returns_touched(object())  # not PyMySQL: the read-back
+
+
+def test_a_statements_file_rendered_before_the_newer_paths_still_applies(
+    database: Database, customers: MirrorStatements
+) -> None:
+    # A file rendered at build time by an earlier version has neither the document upsert
+    # (PostgreSQL) nor the RETURNING of touched rows (MariaDB): it binds every value and
+    # reads the written rows back, as it did.
+    fields = json.loads(customers.to_json())
+    for newer in ("document_upsert", "returning_touched"):
+        del fields[newer]
+    older = MirrorStatements.from_json(json.dumps(fields))
+    assert (older.document_upsert, older.returning_touched) == ("", "")
+    events = [upserted(state, 2) for state in awkward_customers()]
+
+    result = apply_changes(database.connection, older, events)
+    stale = apply_changes(database.connection, older, events[:2])
+    database.connection.commit()
+
+    assert result == ApplyResult(received=len(events), applied=len(events))
+    assert stale == ApplyResult(received=2, stale=2)
+    assert read_mirror(database, customers) == rows_of(customers, *events)
