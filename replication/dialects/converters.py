@@ -23,6 +23,7 @@ __all__ = [
 
 import datetime as dt
 import enum
+import functools
 import json
 from collections.abc import Callable
 from typing import Any
@@ -102,6 +103,7 @@ _DOCUMENT: dict[str, Converter] = {
 }
 
 
+@functools.cache
 def document_converters(kinds: tuple[str, ...]) -> tuple[Converter, ...]:
     """One converter per column, into values of a JSON document of rows: text where the
     column's input function reads text (exact decimals, ISO times with their offset), JSON

@@ -147,8 +147,7 @@ def write_read_back(
     """Guarded upsert of every row, then read back which rows this call wrote."""
     rows = rows_for(statements, events, applied_at, statements.dialect)
     k = statements.key_count
-    event_id_at = len(statements.columns) - META + 2
-    stamp = rows[0][event_id_at + 2]  # applied-at, as the driver was given it
+    stamp = rows[0][-1]  # applied-at, the last column, as the driver was given it
     for chunk in _chunks(rows, statements.rows_per_statement):
         sql = _upsert_sql(statements, len(chunk))
         cursor.execute(sql, [value for row in chunk for value in row])
@@ -170,8 +169,7 @@ def write_returning_touched(
     stamp and the event's id is one this call wrote (the read-back's rule, without reading)."""
     rows = rows_for(statements, events, applied_at, statements.dialect)
     k = statements.key_count
-    event_id_at = len(statements.columns) - META + 2
-    stamp = rows[0][event_id_at + 2]  # applied-at, as the driver was given it
+    stamp = rows[0][-1]  # applied-at, the last column, as the driver was given it
     mine: dict[tuple[Any, ...], str] = {}
     for chunk in _chunks(rows, statements.rows_per_statement):
         sql = _upsert_sql(statements, len(chunk)) + statements.returning_touched
