@@ -26,6 +26,7 @@ __all__ = [
     "unportable_reason",
 ]
 
+import functools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -74,7 +75,7 @@ class ContractInfo:
         """Human form, e.g. ``crm.customer v1``."""
         return f"{self.entity} v{self.version}"
 
-    @property
+    @functools.cached_property
     def key_specs(self) -> tuple[FieldSpec, ...]:
         """The key fields' specs, in key order."""
         return tuple(self.fields[name] for name in self.key)
@@ -246,6 +247,9 @@ class ContractRegistry:
 
     def __init__(self) -> None:
         self._contracts: dict[tuple[str, int], type[Contract]] = {}
+        self.memo: dict[Any, Any] = {}
+        """What readers derive from the registered contracts (the event decoder's lookups),
+        dropped whenever a contract registers."""
 
     def register(self, model: type[Contract]) -> None:
         """Add a contract class; a different class for the same entity and version is an error."""
@@ -257,6 +261,7 @@ class ContractRegistry:
                 f"{info.label} is declared twice: by {_origin(existing)} and by {_origin(model)}"
             )
         self._contracts[slot] = model
+        self.memo.clear()
 
     def get(self, entity: str, version: int) -> ContractInfo:
         """The contract of ``entity`` at major ``version``; raises UnknownContractError."""

@@ -23,7 +23,7 @@ import json
 import re
 import uuid
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from pydantic import ValidationError
@@ -78,6 +78,10 @@ class ChangeEvent:
     version: int
     time: dt.datetime
     data: Contract | None
+    wire_id: str | None = field(default=None, compare=False)
+    """The id as a decoded event's wire form wrote it (canonical: ``str(id)``)."""
+    wire_subject: str | None = field(default=None, compare=False)
+    """The subject as a decoded event's wire form wrote it (checked: ``encode_subject(key)``)."""
 
     def __repr__(self) -> str:
         # Never show data: it may hold pii.
@@ -98,7 +102,12 @@ class ChangeEvent:
     @property
     def subject(self) -> str:
         """The key as the event's ``subject`` string."""
-        return encode_subject(self.key)
+        return self.wire_subject or encode_subject(self.key)
+
+    @property
+    def id_text(self) -> str:
+        """The id in its canonical text form."""
+        return self.wire_id or str(self.id)
 
     @property
     def type(self) -> str:
@@ -257,8 +266,14 @@ def _decode_document(
     parsed_id = uuid.UUID(doc["id"])
     if doc["datacontenttype"] != CONTENT_TYPE:
         raise fail(f"datacontenttype must be {CONTENT_TYPE!r}, got {doc['datacontenttype']!r}")
-    info = _contract_of(doc, contracts, fail)
-    op = _op_of(doc, info, fail)
+    head = (doc["dataschema"], doc["source"], doc["type"])
+    resolved = contracts.memo.get(head)
+    if resolved is None:
+        info = _contract_of(doc, contracts, fail)
+        op = _op_of(doc, info, fail)
+        contracts.memo[head] = (info, op)  # only heads that resolve: one per contract and op
+    else:
+        info, op = resolved
     version = doc["entityversion"]
     if isinstance(version, bool) or not isinstance(version, int):
         raise fail(f"entityversion must be an integer, got {version!r}")
@@ -277,7 +292,7 @@ def _decode_document(
         except ValueError as exc:
             raise fail(f"subject: {exc}") from None
         _check_key_lengths(info, key, fail)
-        return ChangeEvent(parsed_id, info, op, key, version, time, None)
+        return ChangeEvent(parsed_id, info, op, key, version, time, None, doc["id"], doc["subject"])
     if not isinstance(data, dict):
         raise fail(f"data of an upserted event must be a JSON object, got {_json_type(data)}")
     try:
@@ -290,7 +305,7 @@ def _decode_document(
     if doc["subject"] != expected:
         raise fail(f"subject {doc['subject']!r} does not match the key in data ({expected!r})")
     _check_key_lengths(info, key, fail)
-    return ChangeEvent(parsed_id, info, op, key, version, time, state)
+    return ChangeEvent(parsed_id, info, op, key, version, time, state, doc["id"], expected)
 
 
 def _contract_of(doc: dict[str, Any], contracts: ContractRegistry, fail: Any) -> ContractInfo:

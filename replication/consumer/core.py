@@ -314,7 +314,7 @@ class Consumer:
             refresh = [
                 item.event
                 for item in items
-                if item.delivery.refresh and str(item.event.id) not in result.written
+                if item.delivery.refresh and item.event.id_text not in result.written
             ]
             if refresh:  # snapshots sent by a backfill or a repair: equal versions too
                 refreshed = refresh_changes(connection, statements, refresh)
@@ -334,7 +334,7 @@ class Consumer:
         kept = {id(e) for e in reduce_batch(events)} if result.collapsed else None
         for item in items:
             event = item.event
-            event_id = str(event.id)
+            event_id = event.id_text
             lag = (now - event.time).total_seconds() * 1000
             status: Status
             if kept is not None and id(event) not in kept:
@@ -432,7 +432,7 @@ def _outcome(
         reason,
         entity=route.entity if route is not None else None,
         subject=event.subject if event is not None else None,
-        event_id=str(event.id) if event_id is None and event is not None else event_id,
+        event_id=event.id_text if event_id is None and event is not None else event_id,
         lag_ms=lag_ms,
     )
 

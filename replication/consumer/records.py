@@ -22,6 +22,7 @@ backfill or a repair: a row already at the snapshot's version is rewritten."""
 _ENVELOPE_REQUIRED = ("Type", "MessageId", "TopicArn", "Message", "Timestamp")
 _ENVELOPE_KEYS = ("Type", "TopicArn", "Message")
 """Keys of an SNS envelope that no change event has: a body with one is an envelope."""
+_ENVELOPE_NEEDLES = tuple(f'"{k}"' for k in _ENVELOPE_KEYS)
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,8 @@ def parse_delivery(record: Any) -> Delivery:
 
 def unwrap_body(body: str) -> Envelope:
     """The message a record body carries; InvalidEventError for a broken SNS envelope."""
-    if not body.lstrip().startswith("{") or not any(f'"{k}"' in body for k in _ENVELOPE_KEYS):
+    opens = body.startswith("{") or body.lstrip().startswith("{")  # lstrip copies: if needed
+    if not opens or not any(needle in body for needle in _ENVELOPE_NEEDLES):
         return Envelope(body, None)
     try:
         # Strict, as the event decoder reads: an envelope repeating TopicArn or Message

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import Field, field_validator
 
 from contracts import Address, Customer, Product, Tier
@@ -38,7 +40,7 @@ from replication.keys import decode_subject, encode_subject
 from replication.manifest import Manifest, MirrorDeclaration
 from replication.mirror import apply_changes
 from replication.mirror.statements import MirrorStatements
-from replication.wire import StrictJSONError, loads_strict
+from replication.wire import RFC3339_RE, StrictJSONError, _from_groups, loads_strict, parse_rfc3339
 from tests.conftest import create_mirror, fetch_all
 from tests.databases import Database, connect
 
@@ -827,6 +829,38 @@ def test_a_time_in_any_rfc3339_form_is_accepted(time: str, expected: dt.datetime
     decoded = decode_event(wire(customer_upsert(time=time)))
 
     assert decoded.time == expected
+
+
+_DIGITS = st.text(alphabet="0123456789", min_size=1, max_size=1)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    digits=st.lists(_DIGITS, min_size=20, max_size=20),
+    fraction=st.sampled_from(["", "."]),
+)
+def test_the_utc_form_encoders_write_is_read_as_the_groups_read_it(
+    digits: list[str], fraction: str
+) -> None:
+    # parse_rfc3339 hands 'YYYY-MM-DDTHH:MM:SS[.ffffff]Z' to datetime.fromisoformat; any
+    # digits there (month 13, hour 24, second 60 included) must come out as the RFC 3339
+    # groups read them, or be refused by both.
+    d = "".join(digits)
+    text = f"{d[:4]}-{d[4:6]}-{d[6:8]}T{d[8:10]}:{d[10:12]}:{d[12:14]}"
+    text += (f".{d[14:20]}" if fraction else "") + "Z"
+    match = RFC3339_RE.fullmatch(text)
+    assert match is not None
+    try:
+        expected: dt.datetime | str = _from_groups(match)
+    except ValueError:
+        expected = "refused"
+    try:
+        got: dt.datetime | str = parse_rfc3339(match)
+    except ValueError:
+        got = "refused"
+    assert got == expected
+    if isinstance(got, dt.datetime) and isinstance(expected, dt.datetime):
+        assert (got.tzinfo, got.utcoffset()) == (expected.tzinfo, expected.utcoffset())
 
 
 class Reading(Contract, entity="testkit.reading", version=1, key="id", register=False):
