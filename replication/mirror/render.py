@@ -91,8 +91,12 @@ def render_statements(
         f"SELECT {', '.join(qkey)}, {e}, {d} FROM {t} "
         f"WHERE {a} = {marker} AND ({', '.join(qkey)}) IN "
     )
+    # The server compares the stamp: a row this call did not write returns a NULL event
+    # id, and the driver reads no datetime per row.
     returning_touched = (
-        "" if database.returns_written else f" RETURNING {', '.join(qkey)}, {e}, {d}, {a}"
+        ""
+        if database.returns_written
+        else f" RETURNING {', '.join(qkey)}, IF({a} = {marker}, {e}, NULL)"
     )
     return MirrorStatements(
         dialect=database.name,

@@ -47,8 +47,10 @@ class MirrorStatements:
     """UPDATE of a live row held at exactly the given version (a backfill's or a repair's
     snapshot): data columns and stamps set, then the key, version and deleted flag matched."""
     returning_touched: str = ""
-    """MySQL dialect: `` RETURNING key..., event id, deleted, applied-at`` for a server whose
-    guarded upsert can return every row it touched (MariaDB), sparing the read-back."""
+    """MySQL dialect: `` RETURNING key..., IF(applied-at = <marker>, event id, NULL)`` for a
+    server whose guarded upsert can return every row it touched (MariaDB), sparing the
+    read-back; its one parameter is this call's stamp. Files rendered before it held
+    `` RETURNING key..., event id, deleted, applied-at`` (no parameter), still applied."""
     document_upsert: str = ""
     """The guarded upsert of the rows of one JSON document parameter (PostgreSQL), below the
     bulk threshold or with the bulk path off; empty: one bind parameter per value."""

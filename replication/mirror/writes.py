@@ -170,13 +170,18 @@ def write_returning_touched(
     rows = rows_for(statements, events, applied_at, statements.dialect)
     k = statements.key_count
     stamp = rows[0][-1]  # applied-at, the last column, as the driver was given it
+    # key..., the event id where the stamp is this call's, else NULL; a file rendered
+    # before: key..., event id, deleted, applied-at, compared here.
+    compared = statements.paramstyle_marker in statements.returning_touched
     mine: dict[tuple[Any, ...], str] = {}
     for chunk in _chunks(rows, statements.rows_per_statement):
         sql = _upsert_sql(statements, len(chunk)) + statements.returning_touched
-        cursor.execute(sql, [value for row in chunk for value in row])
-        for found in cursor.fetchall():  # key..., event id, deleted, applied-at
-            if found[k + 2] == stamp:
-                mine[_key_text(found[:k])] = str(found[k])
+        values = [value for row in chunk for value in row]
+        cursor.execute(sql, [*values, stamp] if compared else values)
+        for found in cursor.fetchall():
+            event_id = found[k] if compared or found[k + 2] == stamp else None
+            if event_id is not None:
+                mine[_key_text(found[:k])] = str(event_id)
     return _mine(rows, statements, mine)
 
 

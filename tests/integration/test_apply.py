@@ -1010,6 +1010,10 @@ def test_mariadb_counts_from_returning_exactly_as_the_read_back_does(
         assert statements.returning_touched.startswith(" RETURNING ")
         assert MYSQL.upsert_returns_touched(db.connection)  # the test server is MariaDB
         read_back = dataclasses.replace(statements, returning_touched="")
+        # As files rendered before the server compared the stamp hold it.
+        earlier = dataclasses.replace(
+            statements, returning_touched=" RETURNING id, _event_id, _deleted, _applied_at"
+        )
         first = [upserted(customer(n), 2) for n in range(1, 7)]
         history = [
             [*first, deleted(Customer, uuid.UUID(int=3), 3)],
@@ -1019,7 +1023,8 @@ def test_mariadb_counts_from_returning_exactly_as_the_read_back_does(
         ]
         results = {}
         mirrors = {}
-        for label, used in (("returning", statements), ("read-back", read_back)):
+        contenders = (("returning", statements), ("earlier", earlier), ("read-back", read_back))
+        for label, used in contenders:
             cursor = db.connection.cursor()
             cursor.execute(f"DELETE FROM {statements.table}")
             db.connection.commit()
@@ -1029,8 +1034,8 @@ def test_mariadb_counts_from_returning_exactly_as_the_read_back_does(
     finally:
         db.close()
 
-    assert results["returning"] == results["read-back"]
-    assert mirrors["returning"] == mirrors["read-back"]
+    assert results["returning"] == results["earlier"] == results["read-back"]
+    assert mirrors["returning"] == mirrors["earlier"] == mirrors["read-back"]
     assert [(r.applied, r.deleted, r.stale) for r in results["returning"]] == [
         (5, 1, 0),  # key 3 upserted and deleted in one batch: the upsert collapsed
         (0, 0, 3),
