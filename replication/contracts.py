@@ -155,7 +155,10 @@ class Contract(BaseModel):
 
     def key_values(self) -> tuple[Any, ...]:
         """The values of the key fields, in key order."""
-        return tuple(getattr(self, name) for name in self.__contract__.key)
+        key = self.__contract__.key
+        if len(key) == 1:
+            return (getattr(self, key[0]),)
+        return tuple(getattr(self, name) for name in key)
 
 
 class _Reader(Contract):

@@ -258,7 +258,7 @@ def _decode_document(
     for name in ("id", "source", "type", "subject", "time", "dataschema", "datacontenttype"):
         if not isinstance(doc[name], str) or not doc[name]:
             raise fail(f"attribute {name} must be a non-empty string, got {doc[name]!r}")
-    if not _UUID_RE.fullmatch(doc["id"]):
+    if event_id is None:  # a string (just checked), but not a canonical UUID
         raise fail(
             "id must be a UUID in canonical form (lower-case, hyphenated 8-4-4-4-12), "
             f"got {doc['id']!r}"

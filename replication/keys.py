@@ -23,11 +23,16 @@ from replication.contracts import Contract, ContractInfo, unportable_reason
 
 def key_text(value: Any) -> str:
     """The canonical text of one key value."""
+    if type(value) in _EXACT_KEY_TYPES:  # the common case, without the checks below
+        return str(value)
     if isinstance(value, bool):
         raise TypeError("a key value cannot be a bool")
     if isinstance(value, uuid.UUID | int | str):
         return str(value)
     raise TypeError(f"a key value must be str, int or UUID, not {type(value).__name__}")
+
+
+_EXACT_KEY_TYPES = frozenset({uuid.UUID, int, str})
 
 
 @cache

@@ -202,4 +202,4 @@ def _mine(
 
 def _key_text(key: Sequence[Any]) -> tuple[Any, ...]:
     # Keys read back come as the driver's types; compare them as text.
-    return tuple(str(part) for part in key)
+    return tuple(map(str, key))
