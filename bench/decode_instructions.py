@@ -12,7 +12,9 @@ them.
 Each contender runs in a child process under valgrind twice, over 200 and over
 1,200 ``crm.customer`` v1 upserts as raw-delivered bodies; the difference
 divided by 1,000 is its instructions per event, start-up and imports
-cancelling out. The contenders, on the same bodies:
+cancelling out. The bodies (fixed keys, event ids and times) and the hash seed
+are the same every run, and so are the counts. The contenders, on the same
+bodies:
 
 - ``json.loads``: the standard library's parser, nothing checked (baseline);
 - ``loads_strict``: the project's strict parser (repeated keys, NaN,
@@ -31,6 +33,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
+import random
 import re
 import shutil
 import subprocess
@@ -40,7 +44,6 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from decimal import Decimal
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,27 +53,26 @@ _COLLECTED = re.compile(r"Collected : (\d+)")
 
 
 def bodies(count: int) -> list[str]:
-    """Raw-delivered bodies of ``count`` customer upserts of fresh keys."""
-    sys.path.insert(0, str(ROOT))
-    from contracts import Address, Customer, Tier
+    """Raw-delivered bodies of ``count`` customer upserts, the customers ``bench/pipeline.py``
+    sends; keys, event ids and times fixed, so that every run counts the same bodies."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from pipeline import customer
+
     from replication.events import encode_event, upserted
 
-    created = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    out = []
-    for n in range(count):
-        state = Customer(
-            id=uuid.uuid4(),
-            name=f"Customer {n}",
-            email=f"c{n}@example.com",
-            tier=list(Tier)[n % 4],
-            credit_limit=Decimal("1500.00"),
-            created_at=created,
-            tags=["b2b", f"region-{n % 7}"],
-            address=Address(street=f"{n} Main St", city="Lyon", postal_code="69001", country="FR"),
-            phone=None if n % 3 else "+3361234567",
-        )
-        out.append(encode_event(upserted(state, 1)).decode())
-    return out
+    draw = random.Random(18)
+    when = dt.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC)
+    return [
+        encode_event(
+            upserted(
+                customer(uuid.UUID(int=draw.getrandbits(128)), n),
+                1,
+                time=when,
+                event_id=uuid.UUID(int=draw.getrandbits(128), version=4),
+            )
+        ).decode()
+        for n in range(count)
+    ]
 
 
 def child(contender: str, count: int, path: Path) -> None:
@@ -114,7 +116,9 @@ def count_instructions(valgrind: str, contender: str, count: int, path: Path) ->
         str(count),
         str(path),
     ]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    # A fixed hash seed: set and dict layouts, and so the counts, the same every run.
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     found = _COLLECTED.search(done.stderr)
     if done.returncode != 0 or found is None:
         raise RuntimeError(f"{contender} x {count} under valgrind failed:\n{done.stderr[-2000:]}")
