@@ -28,7 +28,13 @@ from typing import Any, Final, Literal
 
 from pydantic import ValidationError
 
-from replication.contracts import Contract, ContractInfo, ContractRegistry, registry
+from replication.contracts import (
+    Contract,
+    ContractInfo,
+    ContractRegistry,
+    registry,
+    unportable_reason,
+)
 from replication.email_domains import cache_domain_checks, shortcut_plain_addresses
 from replication.errors import InvalidEventError, UnknownContractError
 from replication.keys import decode_subject, encode_subject
@@ -351,11 +357,8 @@ def _time_of(value: str, fail: Any) -> dt.datetime:
         when = parse_rfc3339(match)
     except ValueError:
         raise fail(f"time must be an RFC 3339 timestamp, got {value!r}") from None
-    if when.year in (dt.MINYEAR, dt.MAXYEAR):  # an offset is under a day: only these overflow
-        try:
-            when.astimezone(dt.UTC)  # mirrors store event times in UTC
-        except OverflowError:
-            raise fail(f"time {value!r} is out of range once converted to UTC") from None
+    if unportable_reason(when):  # with its offset, only the range: mirrors store UTC times
+        raise fail(f"time {value!r} is out of range once converted to UTC")
     return when
 
 

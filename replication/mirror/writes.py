@@ -84,6 +84,11 @@ def _upsert_sql(statements: MirrorStatements, rows: int) -> str:
     return statements.insert_prefix + values + statements.upsert_suffix
 
 
+def _returned(cursor: Any) -> list[tuple[bool, str]]:
+    """``(deleted, event id)`` of each row a statement's ``RETURNING`` listed as written."""
+    return [(bool(flag), str(event_id)) for flag, event_id in cursor.fetchall()]
+
+
 def write_returning(
     cursor: Any, statements: MirrorStatements, events: list[ChangeEvent], applied_at: dt.datetime
 ) -> list[tuple[bool, str]]:
@@ -93,7 +98,7 @@ def write_returning(
     for chunk in _chunks(rows, statements.rows_per_statement):
         sql = _upsert_sql(statements, len(chunk))
         cursor.execute(sql, [value for row in chunk for value in row])
-        written += [(bool(flag), str(event_id)) for flag, event_id in cursor.fetchall()]
+        written += _returned(cursor)
     return written
 
 
@@ -116,7 +121,7 @@ def write_document(
         ),
     )
     cursor.execute(statements.document_upsert, [document])
-    return [(bool(flag), str(event_id)) for flag, event_id in cursor.fetchall()]
+    return _returned(cursor)
 
 
 def write_stage_merge(
@@ -136,7 +141,7 @@ def write_stage_merge(
         (_values(data_columns, event, applied_at) for event in events),
     )
     cursor.execute(statements.stage_merge)
-    written = [(bool(flag), str(event_id)) for flag, event_id in cursor.fetchall()]
+    written = _returned(cursor)
     cursor.execute(statements.stage_clear)
     return written
 
